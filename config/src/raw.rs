@@ -1,0 +1,447 @@
+//! The raw schema: serde structs that mirror the TOML file key for key.
+//!
+//! Nothing here is checked beyond TOML types and unknown keys; [`crate::validate`]
+//! turns a [`RawConfig`] into a typed [`crate::Config`]. The admin API round-trips
+//! these structs as JSON and writes them back as TOML, so every struct is
+//! `Serialize + Deserialize + Clone + PartialEq`, unset optional keys are skipped
+//! when serialising, and values that must be checked with a helpful, path-carrying
+//! message (enums, names, addresses) are plain strings here.
+//!
+//! Fields that are required but would otherwise stop parsing at the first missing
+//! one (`gateway.unit`, names, `service`, `rate`) default to an empty string and are
+//! reported by validation, so one pass shows every mistake.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub gateway: RawGateway,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub routing: RawRouting,
+    #[serde(default)]
+    pub units: Vec<RawUnit>,
+    #[serde(default)]
+    pub services: Vec<RawService>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub jwt: BTreeMap<String, RawJwt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RawRedis>,
+}
+
+/// `[gateway]`: this process.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// Required; empty means "not given".
+    #[serde(default)]
+    pub unit: String,
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// `None` = `std::thread::available_parallelism()`, resolved at validation so
+    /// writing the file back does not pin this machine's core count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    #[serde(default = "default_grace_period_secs")]
+    pub grace_period_secs: u64,
+    #[serde(default)]
+    pub trusted_peers: Vec<String>,
+    #[serde(default)]
+    pub expose_unit_headers: bool,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        Self {
+            unit: String::new(),
+            listen: default_listen(),
+            threads: None,
+            grace_period_secs: default_grace_period_secs(),
+            trusted_peers: Vec::new(),
+            expose_unit_headers: false,
+        }
+    }
+}
+
+/// `[admin]`: absent = no admin listener.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+/// `[routing]`: slots, routing key, routing cookie, shard-map extras.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    #[serde(default = "default_slots")]
+    pub slots: u64,
+    #[serde(default = "default_epoch")]
+    pub epoch: u64,
+    #[serde(default = "default_key")]
+    pub key: Vec<String>,
+    #[serde(default = "default_cookie")]
+    pub cookie: String,
+    #[serde(default = "default_cookie_ttl_secs")]
+    pub cookie_ttl_secs: u64,
+    #[serde(default)]
+    pub cookie_secure: bool,
+    /// kid -> secret.
+    #[serde(default)]
+    pub signing_keys: BTreeMap<String, String>,
+    /// kid -> name of the environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signing_keys_env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_key: Option<String>,
+    #[serde(default = "default_max_hops")]
+    pub max_hops: u32,
+    #[serde(default)]
+    pub forbidden_writes: Vec<String>,
+    /// routing key -> unit name.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        Self {
+            slots: default_slots(),
+            epoch: default_epoch(),
+            key: default_key(),
+            cookie: default_cookie(),
+            cookie_ttl_secs: default_cookie_ttl_secs(),
+            cookie_secure: false,
+            signing_keys: BTreeMap::new(),
+            signing_keys_env: BTreeMap::new(),
+            active_key: None,
+            max_hops: default_max_hops(),
+            forbidden_writes: Vec::new(),
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[[units]]`: one datacenter / cell.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnit {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub slots: Vec<String>,
+    #[serde(default)]
+    pub failover: Vec<String>,
+    #[serde(default = "default_unit_state")]
+    pub state: String,
+}
+
+/// `[[services]]`: one backend application, deployed in several units.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default = "default_lb")]
+    pub lb: String,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// unit name -> `IP:port` instances.
+    #[serde(default)]
+    pub instances: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<RawHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<RawOutlier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<RawCircuitBreaker>,
+}
+
+/// `[services.health]`: active health checks (absent = none).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    #[serde(default = "default_health_kind")]
+    pub kind: String,
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: u32,
+    #[serde(default = "default_healthy_after")]
+    pub healthy_after: u32,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        Self {
+            kind: default_health_kind(),
+            path: default_health_path(),
+            interval_ms: default_health_interval_ms(),
+            timeout_ms: default_health_timeout_ms(),
+            unhealthy_after: default_unhealthy_after(),
+            healthy_after: default_healthy_after(),
+        }
+    }
+}
+
+/// `[services.outlier]`: passive ejection (absent = off).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    #[serde(default = "default_eject_ms")]
+    pub eject_ms: u64,
+}
+
+/// `[services.circuit_breaker]`: per (service, unit) breaker (absent = off).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuitBreaker {
+    #[serde(default = "default_failure_ratio")]
+    pub failure_ratio: f64,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    #[serde(default = "default_open_ms")]
+    pub open_ms: u64,
+}
+
+/// `[[routes]]`: a host/path/method match and its policies.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub service: String,
+    #[serde(default = "default_placement")]
+    pub placement: String,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default = "default_route_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<String>,
+    #[serde(default)]
+    pub max_inflight: u32,
+    #[serde(default)]
+    pub rate_limits: Vec<RawRateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<RawFallback>,
+}
+
+/// `[[routes.rate_limits]]`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    #[serde(default = "default_limit_key")]
+    pub key: String,
+    /// Required: `N/s`, `N/m` or `N/h`.
+    #[serde(default)]
+    pub rate: String,
+    #[serde(default)]
+    pub burst: u32,
+    #[serde(default = "default_limit_scope")]
+    pub scope: String,
+}
+
+/// `[routes.fallback]`: the degraded response.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallback {
+    #[serde(default = "default_fallback_status")]
+    pub status: u16,
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Relative paths resolve against the config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_file: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `[jwt.<name>]`: one token verifier.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(default = "default_leeway_secs")]
+    pub leeway_secs: u64,
+    /// claim -> upstream header name.
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+}
+
+/// `[redis]`: shared store for global rate limits.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+    #[serde(default = "default_redis_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_on_failure")]
+    pub on_failure: String,
+    #[serde(default = "default_fleet_size")]
+    pub fleet_size: u32,
+}
+
+// Defaults. Keep in step with docs/config.md.
+
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:8080".to_owned()]
+}
+fn default_grace_period_secs() -> u64 {
+    10
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9900".to_owned()
+}
+fn default_slots() -> u64 {
+    10_000
+}
+fn default_epoch() -> u64 {
+    1
+}
+fn default_key() -> Vec<String> {
+    vec!["header:x-user-id".to_owned()]
+}
+fn default_cookie() -> String {
+    "ug_route".to_owned()
+}
+fn default_cookie_ttl_secs() -> u64 {
+    3600
+}
+fn default_max_hops() -> u32 {
+    1
+}
+fn default_unit_state() -> String {
+    "active".to_owned()
+}
+fn default_lb() -> String {
+    "round_robin".to_owned()
+}
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}
+fn default_read_timeout_ms() -> u64 {
+    30_000
+}
+fn default_health_kind() -> String {
+    "http".to_owned()
+}
+fn default_health_path() -> String {
+    "/healthz".to_owned()
+}
+fn default_health_interval_ms() -> u64 {
+    5000
+}
+fn default_health_timeout_ms() -> u64 {
+    1000
+}
+fn default_unhealthy_after() -> u32 {
+    2
+}
+fn default_healthy_after() -> u32 {
+    1
+}
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_eject_ms() -> u64 {
+    30_000
+}
+fn default_failure_ratio() -> f64 {
+    0.5
+}
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_window_ms() -> u64 {
+    10_000
+}
+fn default_open_ms() -> u64 {
+    5000
+}
+fn default_path_prefix() -> String {
+    "/".to_owned()
+}
+fn default_placement() -> String {
+    "sharded".to_owned()
+}
+fn default_route_timeout_ms() -> u64 {
+    30_000
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_limit_key() -> String {
+    "user".to_owned()
+}
+fn default_limit_scope() -> String {
+    "local".to_owned()
+}
+fn default_fallback_status() -> u16 {
+    503
+}
+fn default_content_type() -> String {
+    "application/json".to_owned()
+}
+fn default_leeway_secs() -> u64 {
+    30
+}
+fn default_redis_timeout_ms() -> u64 {
+    50
+}
+fn default_on_failure() -> String {
+    "local".to_owned()
+}
+fn default_fleet_size() -> u32 {
+    1
+}

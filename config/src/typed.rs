@@ -1,0 +1,444 @@
+//! The typed configuration the runtime uses, produced only by [`crate::validate`].
+//!
+//! Everything here has been checked: addresses parsed, names resolved to indices
+//! ([`UnitId`] etc. index into `Config::units` and friends), secrets read from the
+//! environment, files read from disk. Durations are [`Duration`]s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use crate::rate::Rate;
+use crate::raw::RawConfig;
+
+/// Index into [`Config::units`].
+pub type UnitId = usize;
+/// Index into [`Config::services`].
+pub type ServiceId = usize;
+/// Index into [`Config::routes`].
+pub type RouteId = usize;
+/// Index into [`Config::jwt`].
+pub type JwtId = usize;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub gateway: Gateway,
+    pub admin: Option<Admin>,
+    pub routing: Routing,
+    pub units: Vec<Unit>,
+    pub services: Vec<Service>,
+    pub routes: Vec<Route>,
+    /// Verifiers in name order (the `[jwt.<name>]` tables sorted).
+    pub jwt: Vec<JwtVerifier>,
+    pub redis: Option<Redis>,
+    /// The file this was validated from, for the admin API to edit and write back.
+    pub raw: RawConfig,
+}
+
+impl Config {
+    pub fn unit_id(&self, name: &str) -> Option<UnitId> {
+        self.units.iter().position(|u| u.name == name)
+    }
+
+    pub fn service_id(&self, name: &str) -> Option<ServiceId> {
+        self.services.iter().position(|s| s.name == name)
+    }
+
+    pub fn route_id(&self, name: &str) -> Option<RouteId> {
+        self.routes.iter().position(|r| r.name == name)
+    }
+
+    pub fn jwt_id(&self, name: &str) -> Option<JwtId> {
+        self.jwt.iter().position(|j| j.name == name)
+    }
+
+    /// The unit owning `slot` by the shard map (ignores `overrides`, which key on
+    /// the routing key, not the slot). `None` only if `slot >= routing.slots`.
+    pub fn unit_for_slot(&self, slot: u32) -> Option<UnitId> {
+        self.units
+            .iter()
+            .position(|u| u.slots.iter().any(|r| r.contains(slot)))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    /// The unit this gateway runs in.
+    pub unit: UnitId,
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub grace_period: Duration,
+    /// Peers whose inbound `x-unit-*` headers are honoured.
+    pub trusted_peers: Vec<ipnet::IpNet>,
+    pub expose_unit_headers: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// Bearer token; never empty.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    pub slots: u32,
+    pub epoch: u64,
+    /// Routing-key sources, first that yields a non-empty value wins.
+    pub key: Vec<KeySource>,
+    /// Routing cookie name.
+    pub cookie: String,
+    pub cookie_ttl: Duration,
+    pub cookie_secure: bool,
+    /// kid -> secret. Empty = no routing cookie is stamped.
+    pub signing_keys: BTreeMap<String, Vec<u8>>,
+    /// Signs new cookies; `Some` (and a key of `signing_keys`) iff `signing_keys` is non-empty.
+    pub active_key: Option<String>,
+    pub max_hops: u32,
+    pub forbidden_writes: Vec<SlotRange>,
+    /// routing key -> home unit.
+    pub overrides: HashMap<String, UnitId>,
+}
+
+impl Routing {
+    /// Whether writes to `slot` are refused (migration in progress).
+    pub fn write_forbidden(&self, slot: u32) -> bool {
+        self.forbidden_writes.iter().any(|r| r.contains(slot))
+    }
+}
+
+/// Where the routing key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A claim of the verified JWT.
+    Jwt(String),
+    /// A request header; name lowercased.
+    Header(String),
+    Cookie(String),
+    Query(String),
+}
+
+/// Inclusive range of slots.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SlotRange {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl SlotRange {
+    pub fn contains(&self, slot: u32) -> bool {
+        self.start <= slot && slot <= self.end
+    }
+
+    /// Number of slots in the range (never zero).
+    pub fn len(&self) -> u64 {
+        u64::from(self.end) - u64::from(self.start) + 1
+    }
+
+    /// Always false: a range holds at least one slot.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Parses `"a-b"` or `"a"`, requiring `a <= b < slots`.
+    pub fn parse(s: &str, slots: u32) -> Result<SlotRange, String> {
+        let bad = || format!("invalid slot range {s:?}: expected \"a-b\" or \"a\"");
+        let num = |t: &str| -> Result<u32, String> {
+            let t = t.trim();
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            t.parse()
+                .map_err(|_| format!("invalid slot range {s:?}: number too large"))
+        };
+        let (start, end) = match s.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => {
+                let a = num(s)?;
+                (a, a)
+            }
+        };
+        if start > end {
+            return Err(format!(
+                "invalid slot range {s:?}: start is greater than end"
+            ));
+        }
+        if end >= slots {
+            return Err(format!(
+                "slot range {s:?} is out of bounds: slots are 0-{} (routing.slots = {slots})",
+                slots.saturating_sub(1)
+            ));
+        }
+        Ok(SlotRange { start, end })
+    }
+}
+
+impl fmt::Display for SlotRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unit {
+    pub name: String,
+    pub slots: Vec<SlotRange>,
+    /// Siblings, in order; never contains the unit itself or duplicates.
+    pub failover: Vec<UnitId>,
+    pub state: UnitState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum UnitState {
+    Active,
+    Draining,
+    Down,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub lb: LbPolicy,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Only units with at least one instance, in unit order.
+    pub instances: Vec<UnitInstances>,
+    /// `kind: None` when no `[services.health]` is given.
+    pub health: HealthCheck,
+    pub outlier: Option<Outlier>,
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+impl Service {
+    /// The instances of this service in `unit` (empty if none).
+    pub fn instances_in(&self, unit: UnitId) -> &[SocketAddr] {
+        self.instances
+            .iter()
+            .find(|i| i.unit == unit)
+            .map_or(&[], |i| &i.addrs)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitInstances {
+    pub unit: UnitId,
+    /// Never empty, no duplicates.
+    pub addrs: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LbPolicy {
+    RoundRobin,
+    Random,
+    /// By routing key.
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub kind: HealthKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    Http { path: String },
+    Tcp,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outlier {
+    pub consecutive_failures: u32,
+    /// Base ejection time (the runtime may grow it on re-ejection).
+    pub eject: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitBreaker {
+    /// In (0, 1].
+    pub failure_ratio: f64,
+    pub min_requests: u32,
+    pub window: Duration,
+    pub open: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    /// Empty = any host.
+    pub hosts: Vec<HostMatch>,
+    /// Starts with `/`; no trailing `/` except for the root `/` itself.
+    pub path_prefix: String,
+    /// Uppercase; empty = any method.
+    pub methods: Vec<String>,
+    pub service: ServiceId,
+    pub placement: Placement,
+    pub strip_prefix: bool,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub jwt: Option<JwtId>,
+    /// 0 = unlimited.
+    pub max_inflight: u32,
+    pub rate_limits: Vec<RateLimit>,
+    pub fallback: Option<Fallback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HostMatch {
+    /// Lowercase host name.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`, lowercase.
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// `host` must already be lowercase and without port.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Placement {
+    /// The home unit of the request's slot.
+    Sharded,
+    /// This gateway's unit.
+    Local,
+    /// A pinned unit.
+    Unit(UnitId),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    pub key: LimitKey,
+    pub rate: Rate,
+    pub burst: u32,
+    pub scope: LimitScope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The routing key, else the client IP.
+    User,
+    Ip,
+    Route,
+    /// Lowercase header name.
+    Header(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitScope {
+    Local,
+    Global,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fallback {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// Lowercase names, values checked to be valid header values.
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtVerifier {
+    pub name: String,
+    /// Non-empty, no duplicates, all HMAC or all asymmetric.
+    pub algorithms: Vec<JwtAlgorithm>,
+    pub key: JwtKey,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway: Duration,
+    /// (claim, lowercase upstream header).
+    pub forward_claims: Vec<(String, String)>,
+}
+
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    pub const ALL: [JwtAlgorithm; 9] = [
+        JwtAlgorithm::HS256,
+        JwtAlgorithm::HS384,
+        JwtAlgorithm::HS512,
+        JwtAlgorithm::RS256,
+        JwtAlgorithm::RS384,
+        JwtAlgorithm::RS512,
+        JwtAlgorithm::ES256,
+        JwtAlgorithm::ES384,
+        JwtAlgorithm::EdDSA,
+    ];
+
+    /// The name used in the config file and in a token's `alg` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtAlgorithm::HS256 => "HS256",
+            JwtAlgorithm::HS384 => "HS384",
+            JwtAlgorithm::HS512 => "HS512",
+            JwtAlgorithm::RS256 => "RS256",
+            JwtAlgorithm::RS384 => "RS384",
+            JwtAlgorithm::RS512 => "RS512",
+            JwtAlgorithm::ES256 => "ES256",
+            JwtAlgorithm::ES384 => "ES384",
+            JwtAlgorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    /// HMAC (shared secret) rather than a public key.
+    pub fn is_hmac(self) -> bool {
+        matches!(
+            self,
+            JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    Secret(Vec<u8>),
+    /// Contents of `public_key_file` (not yet parsed).
+    PublicKeyPem(Vec<u8>),
+    /// Contents of `jwks_file` (not yet parsed).
+    Jwks(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redis {
+    pub url: String,
+    pub timeout: Duration,
+    pub on_failure: OnFailure,
+    /// Gateways sharing global limits; `on_failure = local` enforces rate / fleet_size.
+    pub fleet_size: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFailure {
+    Local,
+    Open,
+    Closed,
+}

@@ -1,0 +1,256 @@
+//! The one step from [`RawConfig`] to [`Config`]: checks everything, collects
+//! every error with its path, resolves names to indices, reads secrets from the
+//! environment and referenced files from disk.
+
+mod check;
+mod jwt;
+mod policies;
+mod routes;
+mod routing;
+mod services;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::errors::{ConfigErrors, Errors};
+use crate::raw::{RawAdmin, RawConfig, RawGateway, RawRedis};
+use crate::typed::{Admin, Config, Gateway, OnFailure, Redis, UnitId};
+
+/// Validates `raw` into a typed [`Config`], returning every error found.
+///
+/// `base_dir` is the directory of the config file: relative `body_file`,
+/// `public_key_file` and `jwks_file` paths resolve against it.
+pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut cx = Cx::new(raw, base_dir);
+    let gateway = gateway(&mut cx, &raw.gateway);
+    let admin = raw.admin.as_ref().map(|a| admin(&mut cx, a, &gateway));
+    let (routing, units) = routing::routing_and_units(&mut cx, raw);
+    let services = services::services(&mut cx, &raw.services);
+    let jwt = jwt::verifiers(&mut cx, &raw.jwt);
+    let routes = routes::routes(&mut cx, &raw.routes);
+    let redis = raw.redis.as_ref().map(|r| redis(&mut cx, r));
+    cx.errs.into_result(Config {
+        gateway,
+        admin,
+        routing,
+        units,
+        services,
+        routes,
+        jwt,
+        redis,
+        raw: raw.clone(),
+    })
+}
+
+/// Validation state: the error list and the name tables for cross references.
+pub(crate) struct Cx<'a> {
+    pub(crate) errs: Errors,
+    pub(crate) base_dir: &'a Path,
+    units: HashMap<&'a str, UnitId>,
+    services: HashMap<&'a str, usize>,
+    jwts: HashMap<&'a str, usize>,
+    pub(crate) has_redis: bool,
+}
+
+impl<'a> Cx<'a> {
+    fn new(raw: &'a RawConfig, base_dir: &'a Path) -> Self {
+        let mut errs = Errors::default();
+        let units = index_names(
+            &mut errs,
+            "units",
+            "unit",
+            raw.units.iter().map(|u| &u.name),
+        );
+        let services = index_names(
+            &mut errs,
+            "services",
+            "service",
+            raw.services.iter().map(|s| &s.name),
+        );
+        // Map keys cannot repeat; only the alphabet is checked (in jwt.rs).
+        let jwts = raw
+            .jwt
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i))
+            .collect();
+        Self {
+            errs,
+            base_dir,
+            units,
+            services,
+            jwts,
+            has_redis: raw.redis.is_some(),
+        }
+    }
+
+    /// Resolves a unit name; records `unknown unit` at `path` and returns `None`.
+    pub(crate) fn unit(&mut self, path: impl Into<String>, name: &str) -> Option<UnitId> {
+        let id = self.units.get(name).copied();
+        if id.is_none() {
+            self.errs.push(path, format!("unknown unit {name:?}"));
+        }
+        id
+    }
+
+    pub(crate) fn service(&mut self, path: impl Into<String>, name: &str) -> Option<usize> {
+        let id = self.services.get(name).copied();
+        if id.is_none() {
+            self.errs.push(path, format!("unknown service {name:?}"));
+        }
+        id
+    }
+
+    pub(crate) fn jwt(&mut self, path: impl Into<String>, name: &str) -> Option<usize> {
+        let id = self.jwts.get(name).copied();
+        if id.is_none() {
+            self.errs
+                .push(path, format!("unknown jwt verifier {name:?}"));
+        }
+        id
+    }
+}
+
+/// Checks names (`<section>[i].name`) and reports duplicates; first one wins.
+fn index_names<'a>(
+    errs: &mut Errors,
+    section: &str,
+    what: &str,
+    names: impl Iterator<Item = &'a String>,
+) -> HashMap<&'a str, usize> {
+    let mut map: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.enumerate() {
+        let path = format!("{section}[{i}].name");
+        if errs.check(&path, check::name(name)).is_none() {
+            continue;
+        }
+        match map.get(name.as_str()) {
+            Some(first) => errs.push(
+                path,
+                format!("duplicate {what} {name:?} (also {section}[{first}])"),
+            ),
+            None => {
+                map.insert(name, i);
+            }
+        }
+    }
+    map
+}
+
+fn gateway(cx: &mut Cx<'_>, g: &RawGateway) -> Gateway {
+    let unit = if g.unit.is_empty() {
+        cx.errs.push("gateway.unit", "is required");
+        None
+    } else {
+        cx.unit("gateway.unit", &g.unit)
+    };
+    if g.listen.is_empty() {
+        cx.errs
+            .push("gateway.listen", "at least one address is required");
+    }
+    let mut listen = Vec::new();
+    for (i, s) in g.listen.iter().enumerate() {
+        let path = format!("gateway.listen[{i}]");
+        if let Some(a) = cx.errs.check(&path, check::socket_addr(s)) {
+            if let Some(j) = listen.iter().position(|b| *b == a) {
+                cx.errs.push(
+                    path,
+                    format!("duplicate address (also gateway.listen[{j}])"),
+                );
+            }
+            listen.push(a);
+        }
+    }
+    let threads = match g.threads {
+        Some(0) => {
+            cx.errs.push("gateway.threads", "must be at least 1");
+            1
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let trusted_peers = g
+        .trusted_peers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            cx.errs
+                .check(format!("gateway.trusted_peers[{i}]"), check::cidr(s))
+        })
+        .collect();
+    Gateway {
+        unit: unit.unwrap_or_default(),
+        listen,
+        threads,
+        grace_period: Duration::from_secs(g.grace_period_secs),
+        trusted_peers,
+        expose_unit_headers: g.expose_unit_headers,
+    }
+}
+
+fn admin(cx: &mut Cx<'_>, a: &RawAdmin, gateway: &Gateway) -> Admin {
+    let listen = cx.errs.check("admin.listen", check::socket_addr(&a.listen));
+    if let Some(l) = listen {
+        if let Some(i) = gateway.listen.iter().position(|g| *g == l) {
+            cx.errs.push(
+                "admin.listen",
+                format!("same address as gateway.listen[{i}]"),
+            );
+        }
+    }
+    let token = check::secret(
+        &mut cx.errs,
+        "admin",
+        "token",
+        a.token.as_ref(),
+        a.token_env.as_ref(),
+        true,
+    );
+    Admin {
+        listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+        token: token.map(|(t, _)| t).unwrap_or_default(),
+    }
+}
+
+fn redis(cx: &mut Cx<'_>, r: &RawRedis) -> Redis {
+    let url = check::secret(
+        &mut cx.errs,
+        "redis",
+        "url",
+        r.url.as_ref(),
+        r.url_env.as_ref(),
+        true,
+    );
+    if let Some((url, path)) = &url {
+        // Never echo the URL: it may carry a password.
+        let scheme_ok = url
+            .split_once("://")
+            .is_some_and(|(s, _)| s.starts_with("redis"));
+        if !scheme_ok {
+            cx.errs.push(
+                path,
+                "must be a Redis URL: redis://, rediss://, redis+unix:// (any redis* scheme)",
+            );
+        }
+    }
+    let timeout = check::millis(&mut cx.errs, "redis.timeout_ms", r.timeout_ms);
+    let on_failure = cx.errs.check(
+        "redis.on_failure",
+        check::choice(
+            &r.on_failure,
+            &[
+                ("local", OnFailure::Local),
+                ("open", OnFailure::Open),
+                ("closed", OnFailure::Closed),
+            ],
+        ),
+    );
+    check::at_least_one(&mut cx.errs, "redis.fleet_size", r.fleet_size.into());
+    Redis {
+        url: url.map(|(u, _)| u).unwrap_or_default(),
+        timeout,
+        on_failure: on_failure.unwrap_or(OnFailure::Local),
+        fleet_size: r.fleet_size,
+    }
+}
