@@ -1,0 +1,16 @@
+//! unitgate: a multi-active, unit-aware API gateway on pingora.
+//!
+//! This crate wires the pieces: the validated config (`unitgate-config`) is
+//! turned into a [`snapshot::Snapshot`] (route table, unit pools), which the
+//! pingora proxy ([`proxy::Gateway`]) reads on every request. It owns the
+//! request path and the process lifecycle; the admin API and the plugins live
+//! in their own crates and know nothing of pingora's hooks.
+
+pub mod demo;
+pub mod echo;
+pub mod health;
+pub mod pool;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod snapshot;

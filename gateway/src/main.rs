@@ -1,0 +1,123 @@
+//! The `unitgate` command: `run`, `check`, `demo`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+// mimalloc: measured ~30% less CPU per request than the system allocator on a
+// bare pingora proxy on these machines (see bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "unitgate",
+    version,
+    about = "A multi-active, unit-aware API gateway"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a config file.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file: print every error, exit 1 if any.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the embedded demo: two units of an echo service, no files needed.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        admin_listen: SocketAddr,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    // Access lines (target "access") are off unless RUST_LOG asks for them.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,access=off,pingora_core=warn,pingora_proxy=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { config } => match unitgate_config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} units, {} services, {} routes)",
+                    config.display(),
+                    c.units.len(),
+                    c.services.len(),
+                    c.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in errors.iter() {
+                    eprintln!("{}: {e}", config.display());
+                }
+                eprintln!("{}: {} error(s)", config.display(), errors.len());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match unitgate_config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in errors.iter() {
+                        eprintln!("{}: {e}", config.display());
+                    }
+                    return ExitCode::FAILURE;
+                }
+            };
+            match unitgate::server::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unitgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo {
+            listen,
+            admin_listen,
+        } => match unitgate::demo::run(unitgate::demo::DemoOptions {
+            listen,
+            admin_listen,
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unitgate demo: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

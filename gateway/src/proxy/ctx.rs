@@ -1,0 +1,79 @@
+//! Per-request context, grouped by concern so each hook's reads are obvious.
+
+use crate::snapshot::Snapshot;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use unitgate_config::{RouteId, UnitId};
+
+/// Requests between `new_ctx` and the end of `logging`: what a graceful
+/// shutdown waits for.
+pub static INFLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+pub struct RequestCtx {
+    /// The snapshot this request started on; it finishes on it.
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub request_id: String,
+    pub client_ip: Option<IpAddr>,
+    pub route: Option<RouteCtx>,
+    pub attempts: AttemptCtx,
+    _inflight: InflightGuard,
+}
+
+/// What matching decided.
+pub struct RouteCtx {
+    pub id: RouteId,
+    /// The unit placement points at; candidates start here.
+    pub placement_unit: UnitId,
+    /// Key for consistent hashing (routing key, else client address).
+    pub hash_key: Vec<u8>,
+}
+
+/// Upstream attempts so far.
+#[derive(Default)]
+pub struct AttemptCtx {
+    /// Position in the candidate unit list the last pick came from.
+    pub unit_pos: usize,
+    /// Instances that failed for this request; never picked again.
+    pub tried: Vec<SocketAddr>,
+    /// The instance of the attempt under way.
+    pub current: Option<(UnitId, SocketAddr)>,
+    pub count: u32,
+    pub connect_failures: u32,
+    /// Extra attempts after a failure once the request had reached a backend.
+    pub retries: u32,
+}
+
+struct InflightGuard;
+
+impl InflightGuard {
+    fn new() -> Self {
+        INFLIGHT.fetch_add(1, Ordering::Relaxed);
+        InflightGuard
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        INFLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            snapshot: None,
+            request_id: String::new(),
+            client_ip: None,
+            route: None,
+            attempts: AttemptCtx::default(),
+            _inflight: InflightGuard::new(),
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

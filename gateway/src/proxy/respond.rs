@@ -1,0 +1,72 @@
+//! Locally generated responses: the JSON error shape of DESIGN.md.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+/// Error codes of the contract, each with its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    NoRoute,
+    MethodNotAllowed,
+    Unavailable,
+    UpstreamTimeout,
+    BadGateway,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::NoRoute => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::BadGateway => 502,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NoRoute => "no_route",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::BadGateway => "bad_gateway",
+        }
+    }
+}
+
+/// `{"error":..,"message":..,"request_id":..}` with the code's status.
+pub fn error_body(code: ErrorCode, message: &str, request_id: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": code.as_str(),
+        "message": message,
+        "request_id": request_id,
+    });
+    Bytes::from(body.to_string())
+}
+
+/// Writes a complete locally generated error response.
+///
+/// The client connection is kept only when the request had no body (an unread
+/// body would otherwise have to be drained first).
+pub async fn send_error(
+    session: &mut Session,
+    code: ErrorCode,
+    message: &str,
+    request_id: &str,
+) -> Result<()> {
+    let body = error_body(code, message, request_id);
+    let mut resp = ResponseHeader::build(code.status(), Some(4))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    if !request_id.is_empty() {
+        resp.insert_header("x-request-id", request_id)?;
+    }
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
