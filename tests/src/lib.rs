@@ -1,0 +1,328 @@
+//! Integration-test harness: real backends, the real `unitgate` binary, real
+//! sockets, each on an ephemeral 127.0.0.1 port, and a temp config file.
+//!
+//! ```ignore
+//! let a1 = backend("A", "a1").await;
+//! let gw = GatewayProc::start(&format!(r#"... A = ["{}"] ..."#, a1.addr)).await;
+//! let r = gw.get("/hello").await;
+//! ```
+//! Config text may use `{listen}` and `{admin}`: the harness replaces them with
+//! free ports. Waiting is always a poll with a deadline ([`eventually`]).
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use unitgate::echo::EchoServer;
+
+/// A free port on 127.0.0.1 (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port on 127.0.0.1")
+}
+
+/// An address on 127.0.0.1 where nothing listens (connections are refused).
+pub fn dead_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Starts an echo backend for `unit`/`instance` on an ephemeral port.
+pub async fn backend(unit: &str, instance: &str) -> EchoServer {
+    EchoServer::start(unit, instance, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("echo backend starts")
+}
+
+/// Path of the `unitgate` binary: `$UNITGATE_BIN`, else next to the test
+/// binary in the target directory (`cargo build -p unitgate` first; the
+/// README's test command does).
+pub fn unitgate_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("UNITGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = dir.join("unitgate");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p unitgate` before the tests (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running `unitgate run -c <file>` process, killed on drop.
+pub struct GatewayProc {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub client: reqwest::Client,
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The unit of the echo instance that answered.
+    pub fn unit(&self) -> &str {
+        self.header("x-echo-unit").unwrap_or("")
+    }
+
+    pub fn instance(&self) -> &str {
+        self.header("x-echo-instance").unwrap_or("")
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client")
+}
+
+impl GatewayProc {
+    /// Writes `config` (with `{listen}`/`{admin}` filled in) and starts the
+    /// binary; returns once the data-plane port accepts connections.
+    pub async fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[]).await
+    }
+
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let text = config
+            .replace("{listen}", &listen.to_string())
+            .replace("{admin}", &admin.to_string());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("unitgate.toml");
+        std::fs::write(&config_path, text).expect("write config");
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let mut cmd = Command::new(unitgate_bin());
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&config_path)
+            .env("RUST_LOG", "info,access=off")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn unitgate");
+        let mut gw = GatewayProc {
+            child,
+            listen,
+            admin,
+            dir,
+            config_path,
+            client: client(),
+        };
+        gw.wait_listening().await;
+        gw
+    }
+
+    async fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if tokio::net::TcpStream::connect(self.listen).await.is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("unitgate exited early ({status}):\n{}", self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "unitgate did not listen on {} in time:\n{}",
+                self.listen,
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listen, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    /// Sends a request built on [`GatewayProc::client`]; panics on transport errors.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        match try_send(req).await {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "request failed: {e}\n--- unitgate stderr ---\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "INT") to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{signal} {} failed", self.pid());
+    }
+
+    /// Waits for the process to exit, returning its status and how long it took.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "unitgate still running after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Peak resident memory (VmHWM) of the process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `kB` field of /proc/<pid>/status.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub async fn try_send(req: reqwest::RequestBuilder) -> Result<Reply, reqwest::Error> {
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.text().await?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Runs `unitgate <args>` to completion and returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(unitgate_bin())
+        .args(args)
+        .output()
+        .expect("run unitgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A config for one unit "A" (plus optional extra units) with one service
+/// "echo"; `instances` is the body of `[services.instances]` and `extra` is
+/// appended (more routes, sections).
+pub fn simple_config(instances: &str, extra: &str) -> String {
+    format!(
+        r#"
+[gateway]
+unit = "A"
+listen = ["{{listen}}"]
+threads = 1
+grace_period_secs = 3
+
+[admin]
+listen = "{{admin}}"
+token = "test-token"
+
+[[units]]
+name = "A"
+slots = ["0-4999"]
+failover = ["B"]
+
+[[units]]
+name = "B"
+slots = ["5000-9999"]
+failover = ["A"]
+
+[[services]]
+name = "echo"
+connect_timeout_ms = 200
+read_timeout_ms = 2000
+[services.instances]
+{instances}
+
+{extra}
+"#
+    )
+}
