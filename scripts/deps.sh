@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the system packages unitgate needs, only when they are missing:
+#   cmake          pingora's zlib-ng build (always)
+#   redis-server   the test suite's global rate-limit tests (with --test)
+# Debian/Ubuntu; uses sudo when not root.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+if [ "${1:-}" = "--test" ]; then
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing: ${need[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq "${need[@]}" >/dev/null
