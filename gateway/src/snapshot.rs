@@ -8,13 +8,17 @@
 
 use crate::pool::ServicePools;
 use crate::router::Router;
+use crate::unit::UnitRouting;
 use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use unitgate_config::{Config, Placement, ServiceId, UnitId, UnitState};
+use unitgate_config::{Config, ServiceId, UnitId, UnitState};
 
 pub struct Snapshot {
     pub config: Config,
     pub router: Router,
+    pub unit: UnitRouting,
     pub services: Vec<ServiceState>,
     /// Unit names as `HeaderValue`-ready strings, indexed by unit id.
     pub unit_names: Vec<Arc<str>>,
@@ -26,8 +30,46 @@ pub struct ServiceState {
     /// placement unit is `start`: `start` then its failover list, without units
     /// that are down or draining or have no instance of this service.
     pub candidates: Vec<Box<[UnitId]>>,
+    /// For hop-limited requests: this gateway's unit only, if usable.
+    pub local_only: Box<[UnitId]>,
     /// Instances over all units, the bound on connect-failure retries.
     pub instance_count: usize,
+    /// Crossings by (placement unit, served unit), `from * units + to`.
+    crossings: Box<[AtomicU64]>,
+}
+
+impl ServiceState {
+    /// The units a request may be served from, in order.
+    pub fn candidates_for(&self, placement: UnitId, hop_limited: bool) -> &[UnitId] {
+        if hop_limited {
+            &self.local_only
+        } else {
+            &self.candidates[placement]
+        }
+    }
+
+    /// Whether a ready instance for which `usable` holds is left in
+    /// `candidates[from..]`.
+    pub fn any_ready(
+        &self,
+        candidates: &[UnitId],
+        from: usize,
+        usable: impl Fn(&SocketAddr) -> bool,
+    ) -> bool {
+        candidates.iter().skip(from).any(|&u| {
+            self.pools
+                .pool(u)
+                .is_some_and(|p| p.addrs.iter().any(|a| usable(a) && p.is_healthy(a)))
+        })
+    }
+
+    /// Counts a crossing; returns the count so far for this pair.
+    pub fn count_crossing(&self, from: UnitId, to: UnitId) -> u64 {
+        let units = self.candidates.len();
+        self.crossings
+            .get(from * units + to)
+            .map_or(0, |c| c.fetch_add(1, Ordering::Relaxed) + 1)
+    }
 }
 
 impl Snapshot {
@@ -38,13 +80,23 @@ impl Snapshot {
             .iter()
             .map(|svc| {
                 let pools = ServicePools::new(svc, config.units.len());
-                let candidates = (0..config.units.len())
+                let units = config.units.len();
+                let candidates = (0..units)
                     .map(|start| candidate_units(&config, &pools, start))
                     .collect();
+                let own = config.gateway.unit;
+                let local_only: Box<[UnitId]> =
+                    if config.units[own].state == UnitState::Active && pools.pool(own).is_some() {
+                        Box::new([own])
+                    } else {
+                        Box::new([])
+                    };
                 ServiceState {
                     pools,
                     candidates,
+                    local_only,
                     instance_count: svc.instances.iter().map(|u| u.addrs.len()).sum(),
+                    crossings: (0..units * units).map(|_| AtomicU64::new(0)).collect(),
                 }
             })
             .collect();
@@ -54,20 +106,11 @@ impl Snapshot {
             .map(|u| Arc::from(u.name.as_str()))
             .collect();
         Snapshot {
+            unit: UnitRouting::new(&config),
             config,
             router,
             services,
             unit_names,
-        }
-    }
-
-    /// The unit a route's placement points at, before failover.
-    pub fn placement_unit(&self, placement: Placement) -> UnitId {
-        match placement {
-            Placement::Unit(u) => u,
-            // Sharded placement needs the routing key; until unit routing
-            // resolves it, it is served like `local`.
-            Placement::Local | Placement::Sharded => self.config.gateway.unit,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Per-request context, grouped by concern so each hook's reads are obvious.
 
 use crate::snapshot::Snapshot;
+use crate::unit::UnitCtx;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,8 @@ pub struct RequestCtx {
     pub request_id: String,
     pub client_ip: Option<IpAddr>,
     pub route: Option<RouteCtx>,
+    /// Set once the route matched and unit routing decided.
+    pub unit: Option<UnitCtx>,
     pub attempts: AttemptCtx,
     _inflight: InflightGuard,
 }
@@ -23,9 +26,8 @@ pub struct RequestCtx {
 /// What matching decided.
 pub struct RouteCtx {
     pub id: RouteId,
-    /// The unit placement points at; candidates start here.
-    pub placement_unit: UnitId,
-    /// Key for consistent hashing (routing key, else client address).
+    /// Key for consistent hashing (routing key, else client address); empty
+    /// for other balancing policies.
     pub hash_key: Vec<u8>,
 }
 
@@ -38,6 +40,10 @@ pub struct AttemptCtx {
     pub tried: Vec<SocketAddr>,
     /// The instance of the attempt under way.
     pub current: Option<(UnitId, SocketAddr)>,
+    /// The unit that served (or last tried to serve) the request.
+    pub served: Option<UnitId>,
+    /// The sibling this request last crossed to (counted once per unit).
+    pub crossed_to: Option<UnitId>,
     pub count: u32,
     pub connect_failures: u32,
     /// Extra attempts after a failure once the request had reached a backend.
@@ -66,6 +72,7 @@ impl RequestCtx {
             request_id: String::new(),
             client_ip: None,
             route: None,
+            unit: None,
             attempts: AttemptCtx::default(),
             _inflight: InflightGuard::new(),
         }

@@ -1,16 +1,18 @@
 //! The pingora `ProxyHttp` implementation: the request path of DESIGN.md.
 //!
 //! Hook order for one request (pingora 0.9): `new_ctx` -> `request_filter`
-//! (match the route or answer 404/405) -> `upstream_peer` (pick a unit and an
-//! instance; runs again on every retry) -> `fail_to_connect` or
-//! `upstream_request_filter` -> ... -> `error_while_proxy` / `fail_to_proxy` on
-//! failure -> `logging`, always.
+//! (match, sanitize, unit routing, write freeze; may answer itself) ->
+//! `upstream_peer` (pick a unit and an instance; runs again on every retry) ->
+//! `fail_to_connect` or `upstream_request_filter` -> `upstream_response_filter`
+//! (may turn a 502/503/504 into a retry) -> `response_filter` -> ... ->
+//! `error_while_proxy` / `fail_to_proxy` on failure -> `logging`, always.
 
 pub mod ctx;
-mod key;
 pub mod request;
 pub mod respond;
+mod upstream;
 
+use crate::router::Match;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use async_trait::async_trait;
 use ctx::{RequestCtx, RouteCtx};
@@ -20,9 +22,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use respond::{send_error, ErrorCode};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// No candidate unit has an instance left to try.
-const NO_INSTANCE: ErrorType = ErrorType::Custom("no_instance");
+/// Seconds a client should wait before retrying a write to a frozen slot.
+const WRITE_FREEZE_RETRY_AFTER: &str = "5";
 
 pub struct Gateway {
     snapshot: SharedSnapshot,
@@ -40,6 +43,17 @@ fn snapshot_of(snapshot: &Option<Arc<Snapshot>>) -> Result<&Arc<Snapshot>> {
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no snapshot"))
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn is_read_method(req: &RequestHeader) -> bool {
+    use http::Method;
+    matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -48,90 +62,81 @@ impl ProxyHttp for Gateway {
         RequestCtx::new()
     }
 
-    /// Matches the route. `Ok(true)` means a response (404/405) was written.
+    /// Steps 1-5 of the request path. `Ok(true)` means a response was written
+    /// (404, 405, write_forbidden) and proxying stops.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snap = self.snapshot.load_full();
-        let req = session.req_header();
-        ctx.request_id = request::request_id(req);
+        ctx.request_id = request::request_id(session.req_header());
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+
+        // 1. match
         let req = session.req_header();
-        let host = request::host(req);
         let found = snap
             .router
-            .lookup(&host, req.uri.path(), req.method.as_str());
+            .lookup(&request::host(req), req.uri.path(), req.method.as_str());
         let id = match found {
-            crate::router::Match::Route(id) => id,
-            crate::router::Match::MethodNotAllowed => {
+            Match::Route(id) => id,
+            Match::MethodNotAllowed => {
                 let msg = format!("method {} not allowed here", req.method);
-                send_error(session, ErrorCode::MethodNotAllowed, &msg, &ctx.request_id).await?;
+                send_error(session, ctx, ErrorCode::MethodNotAllowed, &msg, &[]).await?;
                 return Ok(true);
             }
-            crate::router::Match::NoRoute => {
+            Match::NoRoute => {
                 let msg = format!("no route for {}", req.uri.path());
-                send_error(session, ErrorCode::NoRoute, &msg, &ctx.request_id).await?;
+                send_error(session, ctx, ErrorCode::NoRoute, &msg, &[]).await?;
                 return Ok(true);
             }
         };
+
+        // 2. sanitize: only trusted peers may speak x-unit-*.
+        let trusted = snap.unit.is_trusted(ctx.client_ip);
+        if !trusted {
+            crate::unit::strip_unit_headers(session.req_header_mut());
+        }
+
+        // 4. routing key, slot, home and placement units, cookie.
         let route = &snap.config.routes[id];
+        let req = session.req_header();
+        let unit = snap
+            .unit
+            .decide(&snap.config, req, route.placement, trusted, unix_now());
         let hash_key = match snap.config.services[route.service].lb {
-            unitgate_config::LbPolicy::ConsistentHash => {
-                key::routing_key(req, &snap.config.routing.key)
-                    .map(String::into_bytes)
-                    .or_else(|| ctx.client_ip.map(|ip| ip.to_string().into_bytes()))
-                    .unwrap_or_default()
-            }
+            unitgate_config::LbPolicy::ConsistentHash => match (&unit.key, ctx.client_ip) {
+                (Some(k), _) => k.as_bytes().to_vec(),
+                (None, Some(ip)) => ip.to_string().into_bytes(),
+                (None, None) => Vec::new(),
+            },
             _ => Vec::new(),
         };
-        ctx.route = Some(RouteCtx {
-            id,
-            placement_unit: snap.placement_unit(route.placement),
-            hash_key,
-        });
+        let frozen = snap.unit.slots.write_frozen(unit.slot) && !is_read_method(req);
+        ctx.route = Some(RouteCtx { id, hash_key });
+        ctx.unit = Some(unit);
         ctx.snapshot = Some(snap);
+
+        // 5. write protection during a slot migration.
+        if frozen {
+            send_error(
+                session,
+                ctx,
+                ErrorCode::WriteForbidden,
+                "writes to this user's slot are paused for a migration; retry later",
+                &[("retry-after", WRITE_FREEZE_RETRY_AFTER)],
+            )
+            .await?;
+            return Ok(true);
+        }
         Ok(false)
     }
 
-    /// Picks the next instance: walk the candidate units from where the last
-    /// pick left off, taking a healthy instance not yet tried.
     async fn upstream_peer(
         &self,
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let snap = snapshot_of(&ctx.snapshot)?;
-        let rc = ctx
-            .route
-            .as_ref()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no route"))?;
-        let route = &snap.config.routes[rc.id];
-        let svc = snap.service(route.service);
-        let svc_conf = &snap.config.services[route.service];
-        let attempts = &mut ctx.attempts;
-        let candidates = &svc.candidates[rc.placement_unit];
-        for (pos, &unit) in candidates.iter().enumerate().skip(attempts.unit_pos) {
-            let Some(pool) = svc.pools.pool(unit) else {
-                continue;
-            };
-            let tried = &attempts.tried;
-            if let Some(addr) = pool.select(&rc.hash_key, |a| !tried.contains(a)) {
-                attempts.unit_pos = pos;
-                attempts.current = Some((unit, addr));
-                attempts.count += 1;
-                let mut peer = HttpPeer::new(addr, false, String::new());
-                peer.options.connection_timeout = Some(svc_conf.connect_timeout);
-                peer.options.read_timeout = Some(svc_conf.read_timeout);
-                peer.options.write_timeout = Some(svc_conf.read_timeout);
-                return Ok(Box::new(peer));
-            }
-        }
-        attempts.current = None;
-        Err(Error::explain(
-            NO_INSTANCE,
-            "no healthy instance in any candidate unit",
-        ))
+        upstream::pick_peer(ctx)
     }
 
     /// Nothing reached a backend: always safe to try the next instance, for
@@ -170,10 +175,7 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        let replayable = request::is_idempotent(session.req_header())
-            && session.response_written().is_none()
-            && !session.as_ref().retry_buffer_truncated();
-        if !replayable {
+        if !upstream::replayable(session) {
             e.set_retry(false);
             return e;
         }
@@ -183,20 +185,8 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return e;
         }
-        let budget = match (&ctx.snapshot, &ctx.route) {
-            (Some(s), Some(r)) => s.config.routes[r.id].retries,
-            _ => 0,
-        };
-        let a = &mut ctx.attempts;
-        if a.retries < budget {
-            a.retries += 1;
-            if let Some((_, addr)) = a.current.take() {
-                a.tried.push(addr);
-            }
-            e.set_retry(true);
-        } else {
-            e.set_retry(false);
-        }
+        let retry = upstream::take_retry(ctx);
+        e.set_retry(retry);
         e
     }
 
@@ -224,6 +214,19 @@ impl ProxyHttp for Gateway {
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         let snap = snapshot_of(&ctx.snapshot)?;
+        if let (Some(unit), Some((served, _))) = (&ctx.unit, ctx.attempts.current) {
+            let names = &snap.unit_names;
+            upstream.insert_header("x-unit-home", &*names[unit.home])?;
+            upstream.insert_header("x-unit-slot", unit.slot.to_string())?;
+            upstream.insert_header("x-unit-epoch", snap.config.routing.epoch.to_string())?;
+            upstream.insert_header("x-unit-served", &*names[served])?;
+            upstream.insert_header("x-unit-hops", (unit.hops + 1).to_string())?;
+            // Otherwise a trusted peer's mark (already in the copied
+            // header) stays: the request did cross, one hop earlier.
+            if served != unit.placement {
+                upstream.insert_header("x-unit-crossed-from", &*names[unit.placement])?;
+            }
+        }
         if let Some(rc) = &ctx.route {
             let route = &snap.config.routes[rc.id];
             if route.strip_prefix {
@@ -243,6 +246,23 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// A 502/503/504 from the backend is retried like a failure after send,
+    /// when a retry will really happen; otherwise it goes to the client as is.
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if matches!(resp.status.as_u16(), 502..=504) && upstream::would_retry(session, ctx) {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(resp.status.as_u16()),
+                "retryable status from upstream",
+            ));
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -251,6 +271,19 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if !resp.headers.contains_key("x-request-id") {
             resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        }
+        if let Some(unit) = &ctx.unit {
+            if let Some(cookie) = &unit.set_cookie {
+                resp.append_header("set-cookie", cookie.as_str())?;
+            }
+            if let Some(snap) = &ctx.snapshot {
+                if snap.config.gateway.expose_unit_headers {
+                    resp.insert_header("x-unit-home", &*snap.unit_names[unit.home])?;
+                    if let Some(served) = ctx.attempts.served {
+                        resp.insert_header("x-unit-served", &*snap.unit_names[served])?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -263,7 +296,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let code = match e.etype() {
-            t if *t == NO_INSTANCE => Some(ErrorCode::Unavailable),
+            t if *t == upstream::NO_INSTANCE => Some(ErrorCode::Unavailable),
             ErrorType::ConnectTimedout
             | ErrorType::ConnectRefused
             | ErrorType::ConnectNoRoute
@@ -284,11 +317,11 @@ impl ProxyHttp for Gateway {
         };
         if session.response_written().is_none() {
             let msg = match code {
-                ErrorCode::Unavailable => "no instance of the service could be reached",
+                ErrorCode::Unavailable => "no unit has a reachable instance of the service",
                 ErrorCode::UpstreamTimeout => "the upstream did not answer in time",
                 _ => "the upstream failed",
             };
-            if let Err(err) = send_error(session, code, msg, &ctx.request_id).await {
+            if let Err(err) = send_error(session, ctx, code, msg, &[]).await {
                 tracing::debug!("error response not sent: {err}");
             }
         }
@@ -304,14 +337,17 @@ impl ProxyHttp for Gateway {
         }
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = match (&ctx.snapshot, &ctx.route) {
-            (Some(s), Some(r)) => s.config.routes[r.id].name.as_str(),
-            _ => "",
+        let Some(snap) = &ctx.snapshot else {
+            tracing::info!(target: "access", request_id = %ctx.request_id, method = %req.method,
+                path = %req.uri.path(), status);
+            return;
         };
-        let served = match (&ctx.snapshot, ctx.attempts.current) {
-            (Some(s), Some((u, _))) => &*s.unit_names[u],
-            _ => "",
-        };
+        let name = |u: Option<usize>| u.map_or("", |u| &*snap.unit_names[u]);
+        let route = ctx
+            .route
+            .as_ref()
+            .map_or("", |r| snap.config.routes[r.id].name.as_str());
+        let unit = ctx.unit.as_ref();
         tracing::info!(
             target: "access",
             request_id = %ctx.request_id,
@@ -320,7 +356,10 @@ impl ProxyHttp for Gateway {
             path = %req.uri.path(),
             route,
             status,
-            served_unit = served,
+            home_unit = name(unit.map(|u| u.home)),
+            served_unit = name(ctx.attempts.served),
+            slot = unit.map(|u| u.slot),
+            crossed = unit.zip(ctx.attempts.served).is_some_and(|(u, s)| u.placement != s),
             attempts = ctx.attempts.count,
             error = e.map(|e| e.to_string()),
         );

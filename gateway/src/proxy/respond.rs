@@ -5,11 +5,14 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
+use super::ctx::RequestCtx;
+
 /// Error codes of the contract, each with its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     NoRoute,
     MethodNotAllowed,
+    WriteForbidden,
     Unavailable,
     UpstreamTimeout,
     BadGateway,
@@ -20,6 +23,7 @@ impl ErrorCode {
         match self {
             ErrorCode::NoRoute => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::WriteForbidden => 503,
             ErrorCode::Unavailable => 503,
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::BadGateway => 502,
@@ -30,6 +34,7 @@ impl ErrorCode {
         match self {
             ErrorCode::NoRoute => "no_route",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::WriteForbidden => "write_forbidden",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::BadGateway => "bad_gateway",
@@ -47,22 +52,30 @@ pub fn error_body(code: ErrorCode, message: &str, request_id: &str) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// Writes a complete locally generated error response.
+/// Writes a complete locally generated error response, with the request id,
+/// the routing cookie when one is being stamped, and any `extra` headers.
 ///
 /// The client connection is kept only when the request had no body (an unread
 /// body would otherwise have to be drained first).
 pub async fn send_error(
     session: &mut Session,
+    ctx: &RequestCtx,
     code: ErrorCode,
     message: &str,
-    request_id: &str,
+    extra: &[(&'static str, &str)],
 ) -> Result<()> {
-    let body = error_body(code, message, request_id);
-    let mut resp = ResponseHeader::build(code.status(), Some(4))?;
+    let body = error_body(code, message, &ctx.request_id);
+    let mut resp = ResponseHeader::build(code.status(), Some(4 + extra.len()))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
-    if !request_id.is_empty() {
-        resp.insert_header("x-request-id", request_id)?;
+    if !ctx.request_id.is_empty() {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    }
+    if let Some(cookie) = ctx.unit.as_ref().and_then(|u| u.set_cookie.as_deref()) {
+        resp.append_header("set-cookie", cookie)?;
+    }
+    for (name, value) in extra {
+        resp.insert_header(*name, *value)?;
     }
     if !session.is_body_empty() {
         session.set_keepalive(None);
