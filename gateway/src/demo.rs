@@ -1,19 +1,76 @@
 //! `unitgate demo`: the embedded default. Two units (A, B) of an echo service
 //! with two in-process instances each, the gateway in front, no files needed.
+//!
+//! A demo-only control listener stops and restarts a unit's instances, the
+//! way a crash would, so failover can be watched:
+//! `POST /units/<A|B>/stop`, `POST /units/<A|B>/start`, `GET /units`.
 
 use crate::echo::EchoServer;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 
 pub struct DemoOptions {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    pub control_listen: SocketAddr,
 }
 
-/// Starts the echo instances on their own runtime thread, then runs the
-/// gateway on the calling thread until it is stopped.
+const INSTANCES: [(&str, &str); 4] = [("A", "a1"), ("A", "a2"), ("B", "b1"), ("B", "b2")];
+
+/// The demo's echo instances; a stopped one keeps its address and switches.
+struct Fleet {
+    servers: Mutex<Vec<(EchoServer, bool)>>,
+}
+
+impl Fleet {
+    fn set_unit(&self, unit: &str, up: bool) -> Result<usize, String> {
+        let mut servers = self.servers.lock().map_err(|e| e.to_string())?;
+        let mut changed = 0;
+        for (server, running) in servers.iter_mut() {
+            if server.state.unit != unit || *running == up {
+                continue;
+            }
+            if up {
+                let std = std::net::TcpListener::bind(server.addr).map_err(|e| e.to_string())?;
+                std.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let listener = tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?;
+                *server = EchoServer::serve(listener, server.state.clone());
+            } else {
+                server.stop();
+            }
+            *running = up;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    fn describe(&self) -> String {
+        let servers = match self.servers.lock() {
+            Ok(s) => s,
+            Err(e) => return e.to_string(),
+        };
+        let list: Vec<_> = servers
+            .iter()
+            .map(|(s, up)| {
+                serde_json::json!({"unit": s.state.unit, "instance": s.state.instance,
+                    "addr": s.addr.to_string(), "running": up})
+            })
+            .collect();
+        serde_json::Value::from(list).to_string()
+    }
+}
+
+/// Starts the echo instances and the control listener on their own runtime
+/// thread, then runs the gateway on the calling thread until it is stopped.
 pub fn run(opts: DemoOptions) -> Result<(), String> {
     let (tx, rx) = mpsc::channel();
+    let control = opts.control_listen;
     std::thread::Builder::new()
         .name("demo-echo".into())
         .spawn(move || {
@@ -29,22 +86,17 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
                 }
             };
             rt.block_on(async move {
-                let mut servers = Vec::new();
-                for (unit, instance) in [("A", "a1"), ("A", "a2"), ("B", "b1"), ("B", "b2")] {
-                    match EchoServer::start(unit, instance, SocketAddr::from(([127, 0, 0, 1], 0)))
-                        .await
-                    {
-                        Ok(s) => servers.push(s),
-                        Err(e) => {
-                            let _ = tx.send(Err(format!("echo {instance}: {e}")));
-                            return;
-                        }
+                match start_fleet(control).await {
+                    Ok((addrs, control_task)) => {
+                        let _ = tx.send(Ok(addrs));
+                        // The instances live as long as the process.
+                        let _ = control_task.await;
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
                     }
                 }
-                let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-                let _ = tx.send(Ok(addrs));
-                // The instances live as long as the process.
-                std::future::pending::<()>().await;
             });
         })
         .map_err(|e| e.to_string())?;
@@ -56,6 +108,66 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
         .map_err(|e| format!("embedded demo config is invalid:\n{e}"))?;
     print_tour(&opts, &token);
     crate::server::run(config).map_err(|e| e.to_string())
+}
+
+async fn start_fleet(
+    control: SocketAddr,
+) -> Result<(Vec<SocketAddr>, tokio::task::JoinHandle<()>), String> {
+    let mut servers = Vec::new();
+    for (unit, instance) in INSTANCES {
+        let s = EchoServer::start(unit, instance, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .map_err(|e| format!("echo {instance}: {e}"))?;
+        servers.push((s, true));
+    }
+    let addrs = servers.iter().map(|(s, _)| s.addr).collect();
+    let fleet = Arc::new(Fleet {
+        servers: Mutex::new(servers),
+    });
+    let listener = tokio::net::TcpListener::bind(control)
+        .await
+        .map_err(|e| format!("demo control listener {control}: {e}"))?;
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let fleet = fleet.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| control_request(fleet.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((addrs, task))
+}
+
+async fn control_request(
+    fleet: Arc<Fleet>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let parts: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    let (status, body) = match (req.method(), parts.as_slice()) {
+        (&Method::GET, ["units"]) => (StatusCode::OK, fleet.describe()),
+        (&Method::POST, ["units", unit, action @ ("stop" | "start")]) => {
+            match fleet.set_unit(unit, *action == "start") {
+                Ok(n) => (
+                    StatusCode::OK,
+                    format!("{{\"unit\":\"{unit}\",\"action\":\"{action}\",\"instances\":{n}}}"),
+                ),
+                Err(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({"error": e}).to_string(),
+                ),
+            }
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            r#"{"error":"try GET /units, POST /units/A/stop, POST /units/A/start"}"#.to_owned(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body + "\n")));
+    *resp.status_mut() = status;
+    Ok(resp)
 }
 
 fn config_text(opts: &DemoOptions, a: &[SocketAddr], token: &str) -> String {
@@ -76,6 +188,7 @@ token = "{token}"
 key = ["header:x-user-id", "cookie:uid", "query:uid"]
 signing_keys = {{ demo = "demo-signing-key-not-for-production" }}
 active_key = "demo"
+forbidden_writes = ["9990-9999"]
 
 [[units]]
 name = "A"
@@ -127,20 +240,31 @@ placement = "sharded"
 fn print_tour(opts: &DemoOptions, token: &str) {
     let l = opts.listen;
     let adm = opts.admin_listen;
+    let ctl = opts.control_listen;
     println!(
-        r#"unitgate demo: this gateway runs in unit A; units A and B each have two echo instances.
+        r#"unitgate demo: this gateway runs in unit A. Unit A owns slots 0-4999, unit B 5000-9999;
+each unit has two echo instances. Responses show x-unit-home / x-unit-served.
 
-  data plane  http://{l}
-  admin API   http://{adm}   (token: {token})
+  data plane    http://{l}
+  admin API     http://{adm}   (token: {token})
+  demo control  http://{ctl}   (stop/start a unit's instances)
 
-Try:
-  curl -s http://{l}/hello                      # served in A, instances a1/a2 in turn
-  curl -s http://{l}/pinned/b/hello             # route pinned to unit B (prefix stripped)
-  curl -s -X DELETE http://{l}/anything         # any method: the echo shows it
-  curl -s http://{l}/hello -H 'x-request-id: r-1' -D - -o /dev/null   # request id kept
-  curl -s http://{adm}/healthz
-  curl -s http://{adm}/readyz
-  curl -s http://{adm}/admin/v1/status -H 'authorization: Bearer {token}'
+Unit routing (the key is x-user-id, else cookie uid, else query uid):
+  curl -si http://{l}/orders -H 'x-user-id: 42'      # slot 42   -> home A
+  curl -si http://{l}/orders -H 'x-user-id: 7500'    # slot 7500 -> home B
+  curl -si http://{l}/orders?uid=alice               # crc32("alice") % 10000 -> its home
+The routing cookie (anonymous users stay on one slot):
+  curl -si http://{l}/orders | grep -i set-cookie    # ug_route=1.<slot>.<epoch>.<expires>.<kid>.<sig>
+  curl -si http://{l}/orders -b 'ug_route=<value from above>'   # same unit, no new cookie
+Pinned placement and the write freeze (slots 9990-9999 are frozen):
+  curl -s  http://{l}/pinned/b/x -H 'x-user-id: 42'  # always B
+  curl -si -X POST http://{l}/orders -H 'x-user-id: 9995'   # 503 write_forbidden; GET still works
+Failover: crash unit A's instances, watch A's users cross to B, bring A back:
+  curl -s -X POST http://{ctl}/units/A/stop
+  curl -s http://{l}/orders -H 'x-user-id: 42' | grep -o '"x-unit-crossed-from":"A"'
+  curl -s -X POST http://{ctl}/units/A/start
+Admin:
+  curl -s http://{adm}/healthz; curl -s http://{adm}/readyz
 
 Ctrl-C stops the demo.
 "#

@@ -48,6 +48,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9900")]
         admin_listen: SocketAddr,
+        /// Demo-only switch to stop/start a unit's echo instances.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        control_listen: SocketAddr,
     },
 }
 
@@ -109,9 +112,11 @@ fn main() -> ExitCode {
         Command::Demo {
             listen,
             admin_listen,
+            control_listen,
         } => match unitgate::demo::run(unitgate::demo::DemoOptions {
             listen,
             admin_listen,
+            control_listen,
         }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
