@@ -216,9 +216,10 @@ async fn admin_health_readiness_and_auth() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn demo_serves_two_units_and_stops_on_ctrl_c() {
+async fn demo_shows_units_cookie_failover_and_stops_on_ctrl_c() {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let control = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut child = Command::new(unitgate_bin())
         .args([
             "demo",
@@ -227,28 +228,61 @@ async fn demo_serves_two_units_and_stops_on_ctrl_c() {
             "--admin-listen",
             &admin.to_string(),
         ])
+        .args(["--control-listen", &control.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn demo");
     let c = client();
+    let user = |id: &'static str| {
+        c.get(format!("http://{listen}/orders"))
+            .header("x-user-id", id)
+    };
     let r = eventually("demo answers", Duration::from_secs(15), || async {
-        try_send(c.get(format!("http://{listen}/hello"))).await.ok()
+        try_send(user("42")).await.ok()
     })
     .await;
     assert_eq!((r.status, r.unit()), (200, "A"), "{}", r.body);
+    assert_eq!(r.header("x-unit-home"), Some("A"));
+    assert!(r
+        .header("set-cookie")
+        .is_some_and(|v| v.starts_with("ug_route=1.42.")));
+    let r = try_send(user("7500")).await.expect("user in B");
+    assert_eq!((r.unit(), r.header("x-unit-served")), ("B", Some("B")));
     let r = try_send(c.get(format!("http://{listen}/pinned/b/x")))
         .await
         .expect("pinned");
     assert_eq!((r.unit(), r.json()["path"].as_str()), ("B", Some("/x")));
+    let r = try_send(
+        c.post(format!("http://{listen}/orders"))
+            .header("x-user-id", "9995"),
+    )
+    .await
+    .expect("frozen");
+    assert_eq!(r.status, 503);
     let mut instances = std::collections::HashSet::new();
     for _ in 0..4 {
-        let r = try_send(c.get(format!("http://{listen}/hello")))
-            .await
-            .expect("hello");
-        instances.insert(r.instance().to_owned());
+        instances.insert(try_send(user("42")).await.expect("a").instance().to_owned());
     }
     assert_eq!(instances.len(), 2, "both A instances serve: {instances:?}");
+
+    // Crash A's instances through the demo switch: user 42 crosses to B.
+    let r = try_send(c.post(format!("http://{control}/units/A/stop")))
+        .await
+        .expect("stop");
+    assert_eq!(r.status, 200, "{}", r.body);
+    for _ in 0..5 {
+        let r = try_send(user("42")).await.expect("after stop");
+        assert_eq!((r.status, r.unit()), (200, "B"));
+        assert_eq!(r.json()["headers"]["x-unit-crossed-from"], "A");
+    }
+    try_send(c.post(format!("http://{control}/units/A/start")))
+        .await
+        .expect("start");
+    eventually("A serves again", Duration::from_secs(6), || async {
+        try_send(user("42")).await.ok().filter(|r| r.unit() == "A")
+    })
+    .await;
     let r = try_send(c.get(format!("http://{admin}/healthz")))
         .await
         .expect("healthz");
@@ -275,7 +309,15 @@ async fn demo_serves_two_units_and_stops_on_ctrl_c() {
         use std::io::Read;
         let _ = stdout.read_to_string(&mut out);
     }
-    assert!(out.contains("curl"), "demo prints curl lines:\n{out}");
+    for shown in [
+        "x-user-id: 42",
+        "x-user-id: 7500",
+        "ug_route",
+        "units/A/stop",
+        "write_forbidden",
+    ] {
+        assert!(out.contains(shown), "demo tour lacks {shown:?}:\n{out}");
+    }
     assert!(
         status.code().is_some(),
         "demo was killed by a signal: {status}"
