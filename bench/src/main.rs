@@ -1,0 +1,50 @@
+//! unitgate-bench: drives real load over loopback against unitgate and the
+//! programs it is compared with (the backend reached directly, nginx; later
+//! haproxy and a bare pingora floor), and writes a markdown report of CPU per
+//! request, requests/s and latency, with ratios taken in the same run.
+//!
+//! It knows unitgate only as a binary and a config file: nothing here links
+//! the gateway. Everything listens on 127.0.0.1 on ephemeral ports, every load
+//! run is bounded in time, and every process it starts is stopped on exit.
+
+mod contender;
+mod nginx;
+mod procs;
+mod report;
+mod scenarios;
+mod tools;
+mod unitgate;
+mod wrk;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "unitgate-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Plain proxy: the backend direct vs nginx vs unitgate, CPU per request.
+    Plain(scenarios::plain::PlainArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Every process is stopped by a guard inside `run`, so errors (and
+    // signals, turned into errors) unwind through those guards before exit.
+    let result = procs::install_interrupt_flag().and_then(|()| match &cli.scenario {
+        Scenario::Plain(args) => scenarios::plain::run(args),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unitgate-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
