@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-// mimalloc: measured ~30% less CPU per request than the system allocator on a
-// bare pingora proxy on these machines (see bench/README.md).
+// The allocator is a measured choice: see "Allocator" in bench/README.md.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
