@@ -18,6 +18,8 @@ use std::sync::Arc;
 pub trait GatewayHandle: Send + Sync + 'static {
     /// Readiness: `Ok(())` when the gateway can serve, else why not.
     fn readiness(&self) -> Result<(), String>;
+    /// Live health: instances, ejections, circuits, counters (`GET /admin/v1/health`).
+    fn health(&self) -> serde_json::Value;
 }
 
 #[derive(Clone)]
@@ -69,6 +71,7 @@ pub fn router(token: &str, handle: Arc<dyn GatewayHandle>) -> Router {
         handle,
     };
     let v1 = Router::new()
+        .route("/health", get(health))
         .fallback(not_implemented)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -105,6 +108,10 @@ async fn readyz(State(s): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(s.handle.health())
 }
 
 async fn metrics() -> ApiError {

@@ -6,11 +6,13 @@
 //! request path and the process lifecycle; the admin API and the plugins live
 //! in their own crates and know nothing of pingora's hooks.
 
+pub mod clock;
 pub mod demo;
 pub mod echo;
 pub mod health;
 pub mod pool;
 pub mod proxy;
+pub mod report;
 pub mod router;
 pub mod server;
 pub mod snapshot;

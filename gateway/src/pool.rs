@@ -12,14 +12,23 @@ use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use unitgate_config::{HealthKind, LbPolicy, Service, UnitId};
+use unitgate_plugins::breaker::CircuitBreaker;
+use unitgate_plugins::outlier::InstanceHealth;
 
 /// The instances of one service in one unit.
 pub struct UnitPool {
     pub unit: UnitId,
     pub addrs: Vec<SocketAddr>,
+    /// Passive health (outlier ejection) per instance, in `addrs` order.
+    pub passive: Vec<InstanceHealth>,
+    /// The (service, unit) circuit, when the service configures one.
+    pub breaker: Option<CircuitBreaker>,
+    /// Attempts by outcome ([`Outcome`] order), for metrics.
+    pub outcomes: [AtomicU64; 4],
     balancer: Balancer,
     /// Bound for `select_with` walks: enough to visit every instance.
     max_iterations: usize,
@@ -35,9 +44,10 @@ impl UnitPool {
     fn new(
         unit: UnitId,
         addrs: &[SocketAddr],
-        lb: LbPolicy,
+        service: &Service,
         registry: &Arc<HealthRegistry>,
     ) -> Self {
+        let lb = service.lb;
         let backends: BTreeSet<Backend> = addrs
             .iter()
             .map(|a| Backend {
@@ -60,21 +70,46 @@ impl UnitPool {
         UnitPool {
             unit,
             addrs: addrs.to_vec(),
+            passive: addrs.iter().map(|_| InstanceHealth::default()).collect(),
+            breaker: service.circuit_breaker.as_ref().map(CircuitBreaker::new),
+            outcomes: Default::default(),
             balancer,
             max_iterations: addrs.len() * 2 + 1,
         }
     }
 
-    /// Picks a ready (healthy and enabled) instance for which `accept` holds.
-    pub fn select(&self, key: &[u8], accept: impl Fn(&SocketAddr) -> bool) -> Option<SocketAddr> {
+    /// Picks a ready (healthy, not ejected) instance for which `accept` holds.
+    pub fn select(
+        &self,
+        key: &[u8],
+        now_ms: u64,
+        accept: impl Fn(&SocketAddr) -> bool,
+    ) -> Option<SocketAddr> {
         let n = self.max_iterations;
-        let ok = |b: &Backend, ready: bool| ready && b.addr.as_inet().is_some_and(&accept);
+        let ok = |b: &Backend, ready: bool| {
+            ready
+                && b.addr
+                    .as_inet()
+                    .is_some_and(|a| accept(a) && !self.is_ejected(a, now_ms))
+        };
         let chosen = match &self.balancer {
             Balancer::RoundRobin(lb) => lb.select_with(key, n, ok),
             Balancer::Random(lb) => lb.select_with(key, n, ok),
             Balancer::Consistent(lb) => lb.select_with(key, n, ok),
         }?;
         chosen.addr.as_inet().copied()
+    }
+
+    /// Passive health of an instance of this pool.
+    pub fn passive(&self, addr: &SocketAddr) -> Option<&InstanceHealth> {
+        self.addrs
+            .iter()
+            .position(|a| a == addr)
+            .map(|i| &self.passive[i])
+    }
+
+    pub fn is_ejected(&self, addr: &SocketAddr, now_ms: u64) -> bool {
+        self.passive(addr).is_some_and(|h| h.is_ejected(now_ms))
     }
 
     /// Whether the instance passes its active health check (true when unchecked).
@@ -89,6 +124,43 @@ impl UnitPool {
             .iter()
             .find(|b| b.addr.as_inet() == Some(addr))
             .is_some_and(|b| backends.ready(b))
+    }
+}
+
+/// How an upstream attempt ended, as counted per (service, unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Error,
+    Timeout,
+    ConnectError,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::Error,
+        Outcome::Timeout,
+        Outcome::ConnectError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::ConnectError => "connect_error",
+        }
+    }
+}
+
+impl UnitPool {
+    pub fn count(&self, outcome: Outcome) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn outcome_count(&self, outcome: Outcome) -> u64 {
+        self.outcomes[outcome as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -128,7 +200,7 @@ impl ServicePools {
         let mut by_unit: Vec<Option<UnitPool>> = (0..unit_count).map(|_| None).collect();
         for ui in &service.instances {
             if let Some(slot) = by_unit.get_mut(ui.unit) {
-                *slot = Some(UnitPool::new(ui.unit, &ui.addrs, service.lb, &registry));
+                *slot = Some(UnitPool::new(ui.unit, &ui.addrs, service, &registry));
             }
         }
         ServicePools {

@@ -157,6 +157,10 @@ struct Handle {
 }
 
 impl unitgate_admin::GatewayHandle for Handle {
+    fn health(&self) -> serde_json::Value {
+        crate::report::health(&self.snapshot.load())
+    }
+
     fn readiness(&self) -> Result<(), String> {
         if !RUNNING.load(Ordering::Acquire) {
             return Err("listeners are not running".into());

@@ -11,21 +11,41 @@ use crate::router::Router;
 use crate::unit::UnitRouting;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use unitgate_config::{Config, ServiceId, UnitId, UnitState};
+use unitgate_config::{Config, Outlier, ServiceId, UnitId, UnitState};
+use unitgate_plugins::breaker::State as BreakerState;
+use unitgate_plugins::fallback::{FallbackResponse, Reason};
 
 pub struct Snapshot {
     pub config: Config,
     pub router: Router,
     pub unit: UnitRouting,
     pub services: Vec<ServiceState>,
+    /// Per route, in route order.
+    pub routes: Vec<RouteState>,
     /// Unit names as `HeaderValue`-ready strings, indexed by unit id.
     pub unit_names: Vec<Arc<str>>,
 }
 
+/// Run-time state of one route.
+pub struct RouteState {
+    pub fallback: Option<FallbackResponse>,
+    /// Requests of this route between routing and the end of the request.
+    pub inflight: AtomicU32,
+    /// Degraded responses by reason ([`Reason::index`]).
+    pub degraded: [AtomicU64; Reason::ALL.len()],
+}
+
+impl RouteState {
+    pub fn count_degraded(&self, reason: Reason) {
+        self.degraded[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub struct ServiceState {
     pub pools: ServicePools,
+    pub outlier: Option<Outlier>,
     /// `candidates[start]`: the units to try, in order, for a request whose
     /// placement unit is `start`: `start` then its failover list, without units
     /// that are down or draining or have no instance of this service.
@@ -49,18 +69,41 @@ impl ServiceState {
     }
 
     /// Whether a ready instance for which `usable` holds is left in
-    /// `candidates[from..]`.
+    /// `candidates[from..]`: healthy, not ejected, in a unit whose circuit is
+    /// not open.
     pub fn any_ready(
         &self,
         candidates: &[UnitId],
         from: usize,
+        now_ms: u64,
         usable: impl Fn(&SocketAddr) -> bool,
     ) -> bool {
         candidates.iter().skip(from).any(|&u| {
-            self.pools
-                .pool(u)
-                .is_some_and(|p| p.addrs.iter().any(|a| usable(a) && p.is_healthy(a)))
+            self.pools.pool(u).is_some_and(|p| {
+                let open = p
+                    .breaker
+                    .as_ref()
+                    .is_some_and(|b| b.state(now_ms) == BreakerState::Open);
+                !open
+                    && p.addrs
+                        .iter()
+                        .any(|a| usable(a) && p.is_healthy(a) && !p.is_ejected(a, now_ms))
+            })
         })
+    }
+
+    /// Whether one more instance may be ejected: never the last un-ejected
+    /// instance of the service, over all its units.
+    pub fn may_eject(&self, now_ms: u64) -> bool {
+        let ejected = self
+            .pools
+            .by_unit
+            .iter()
+            .flatten()
+            .flat_map(|p| p.passive.iter())
+            .filter(|h| h.is_ejected(now_ms))
+            .count();
+        ejected + 1 < self.instance_count
     }
 
     /// Counts a crossing; returns the count so far for this pair.
@@ -93,6 +136,7 @@ impl Snapshot {
                     };
                 ServiceState {
                     pools,
+                    outlier: svc.outlier.clone(),
                     candidates,
                     local_only,
                     instance_count: svc.instances.iter().map(|u| u.addrs.len()).sum(),
@@ -105,11 +149,21 @@ impl Snapshot {
             .iter()
             .map(|u| Arc::from(u.name.as_str()))
             .collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| RouteState {
+                fallback: r.fallback.as_ref().map(FallbackResponse::new),
+                inflight: AtomicU32::new(0),
+                degraded: Default::default(),
+            })
+            .collect();
         Snapshot {
             unit: UnitRouting::new(&config),
             config,
             router,
             services,
+            routes,
             unit_names,
         }
     }

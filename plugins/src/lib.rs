@@ -1,10 +1,12 @@
-//! unitgate request plugins: rate limiting (local and global), JWT
-//! authentication, circuit breaking and degraded fallbacks.
+//! unitgate request plugins: circuit breaking, outlier ejection and degraded
+//! fallbacks now; rate limiting and JWT with their release.
 //!
 //! Each plugin is a small module with its own typed config (validated by
-//! `unitgate-config` at load) that returns an explicit decision for a request.
-//! Plugins know nothing of pingora's hooks or of the admin API; the gateway
-//! calls them in the order the route's config gives.
-//!
-//! The foundation release parses and validates every plugin's config section;
-//! the behaviour lands with the rate-limit/JWT and resilience releases.
+//! `unitgate-config` at load) that returns an explicit decision. Plugins know
+//! nothing of pingora's hooks or of the admin API, and take the time as an
+//! argument (`now_ms`, monotonic) so their behaviour is testable to the
+//! millisecond. The gateway calls them in the order the request path gives.
+
+pub mod breaker;
+pub mod fallback;
+pub mod outlier;

@@ -26,9 +26,21 @@ pub struct RequestCtx {
 /// What matching decided.
 pub struct RouteCtx {
     pub id: RouteId,
+    /// This request counts against the route's `max_inflight`.
+    pub holds_inflight: bool,
     /// Key for consistent hashing (routing key, else client address); empty
     /// for other balancing policies.
     pub hash_key: Vec<u8>,
+}
+
+/// How an attempt failed, for degraded reasons and status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Never reached the backend.
+    Connect,
+    Timeout,
+    /// Reset, bad response, or a 5xx status.
+    Error,
 }
 
 /// Upstream attempts so far.
@@ -44,6 +56,14 @@ pub struct AttemptCtx {
     pub served: Option<UnitId>,
     /// The sibling this request last crossed to (counted once per unit).
     pub crossed_to: Option<UnitId>,
+    /// The current attempt is a half-open circuit's probe.
+    pub probe: bool,
+    /// The current attempt's outcome was fed to ejection and breaker.
+    pub recorded: bool,
+    /// A candidate unit was skipped because its circuit was open.
+    pub circuit_skipped: bool,
+    /// How the last failed attempt failed.
+    pub last_failure: Option<Failure>,
     pub count: u32,
     pub connect_failures: u32,
     /// Extra attempts after a failure once the request had reached a backend.
@@ -75,6 +95,16 @@ impl RequestCtx {
             unit: None,
             attempts: AttemptCtx::default(),
             _inflight: InflightGuard::new(),
+        }
+    }
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        if let (Some(snap), Some(rc)) = (&self.snapshot, &self.route) {
+            if rc.holds_inflight {
+                snap.routes[rc.id].inflight.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }

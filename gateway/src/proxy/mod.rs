@@ -15,14 +15,15 @@ mod upstream;
 use crate::router::Match;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use async_trait::async_trait;
-use ctx::{RequestCtx, RouteCtx};
+use ctx::{Failure, RequestCtx, RouteCtx};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use respond::{send_error, ErrorCode};
+use respond::{send_degraded, send_error, ErrorCode};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use unitgate_plugins::fallback::Reason;
 
 /// Seconds a client should wait before retrying a write to a frozen slot.
 const WRITE_FREEZE_RETRY_AFTER: &str = "5";
@@ -62,8 +63,8 @@ impl ProxyHttp for Gateway {
         RequestCtx::new()
     }
 
-    /// Steps 1-5 of the request path. `Ok(true)` means a response was written
-    /// (404, 405, write_forbidden) and proxying stops.
+    /// Steps 1-7 of the request path. `Ok(true)` means a response was written
+    /// (404, 405, write_forbidden, overloaded) and proxying stops.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snap = self.snapshot.load_full();
         ctx.request_id = request::request_id(session.req_header());
@@ -112,7 +113,11 @@ impl ProxyHttp for Gateway {
             _ => Vec::new(),
         };
         let frozen = snap.unit.slots.write_frozen(unit.slot) && !is_read_method(req);
-        ctx.route = Some(RouteCtx { id, hash_key });
+        ctx.route = Some(RouteCtx {
+            id,
+            holds_inflight: false,
+            hash_key,
+        });
         ctx.unit = Some(unit);
         ctx.snapshot = Some(snap);
 
@@ -127,6 +132,33 @@ impl ProxyHttp for Gateway {
             )
             .await?;
             return Ok(true);
+        }
+
+        // 7. in-flight guard: shed at once, never queue.
+        let snap = snapshot_of(&ctx.snapshot)?.clone();
+        let max = snap.config.routes[id].max_inflight;
+        if max > 0 {
+            let state = &snap.routes[id];
+            let n = state
+                .inflight
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if let Some(rc) = ctx.route.as_mut() {
+                rc.holds_inflight = true;
+            }
+            if n > max {
+                state.count_degraded(Reason::Overloaded);
+                let fallback = state.fallback.as_ref();
+                send_degraded(
+                    session,
+                    ctx,
+                    Reason::Overloaded,
+                    ErrorCode::Unavailable,
+                    fallback,
+                )
+                .await?;
+                return Ok(true);
+            }
         }
         Ok(false)
     }
@@ -148,8 +180,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        upstream::record(ctx, Some(Failure::Connect));
         let a = &mut ctx.attempts;
-        if let Some((_, addr)) = a.current.take() {
+        if let Some((_, addr)) = a.current {
             a.tried.push(addr);
         }
         a.connect_failures += 1;
@@ -175,17 +208,27 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        if !upstream::replayable(session) {
-            e.set_retry(false);
-            return e;
-        }
         // A stale pooled connection that the backend had closed: the request
-        // never reached it, so retry without spending the budget.
-        if client_reused && matches!(e.retry, pingora::RetryType::ReusedOnly) {
+        // never reached it, so retry without spending the budget or blaming
+        // the instance.
+        if client_reused
+            && matches!(e.retry, pingora::RetryType::ReusedOnly)
+            && upstream::replayable(session)
+        {
             e.set_retry(true);
             return e;
         }
-        let retry = upstream::take_retry(ctx);
+        if *e.esource() != ErrorSource::Downstream {
+            let failure = match e.etype() {
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+                _ => Failure::Error,
+            };
+            upstream::record(ctx, Some(failure));
+        }
+        let retry = *e.esource() != ErrorSource::Downstream && upstream::can_retry(session, ctx);
+        if retry {
+            upstream::take_retry(ctx);
+        }
         e.set_retry(retry);
         e
     }
@@ -254,9 +297,16 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if matches!(resp.status.as_u16(), 502..=504) && upstream::would_retry(session, ctx) {
+        let status = resp.status.as_u16();
+        if status < 500 {
+            upstream::record(ctx, None);
+            return Ok(());
+        }
+        let retry = matches!(status, 502..=504) && upstream::can_retry(session, ctx);
+        upstream::record(ctx, Some(Failure::Error));
+        if retry {
             return Err(Error::explain(
-                ErrorType::HTTPStatus(resp.status.as_u16()),
+                ErrorType::HTTPStatus(status),
                 "retryable status from upstream",
             ));
         }
@@ -288,45 +338,68 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// The final error: answer with the contract's JSON error.
+    /// The final error: the route's fallback, or the contract's JSON error,
+    /// with `x-unit-degraded` naming why.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = match e.etype() {
-            t if *t == upstream::NO_INSTANCE => Some(ErrorCode::Unavailable),
+        let last = ctx.attempts.last_failure;
+        let degraded = match e.etype() {
+            t if *t == upstream::NO_INSTANCE => Some(match last {
+                Some(Failure::Timeout) => Reason::UpstreamTimeout,
+                Some(Failure::Error) => Reason::UpstreamError,
+                _ if ctx.attempts.circuit_skipped && ctx.attempts.count == 0 => Reason::CircuitOpen,
+                _ => Reason::NoHealthyUnit,
+            }),
             ErrorType::ConnectTimedout
             | ErrorType::ConnectRefused
             | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError => Some(ErrorCode::Unavailable),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Some(ErrorCode::UpstreamTimeout),
+            | ErrorType::ConnectError => Some(Reason::NoHealthyUnit),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Some(Reason::UpstreamTimeout),
             _ => match e.esource() {
-                ErrorSource::Upstream => Some(ErrorCode::BadGateway),
                 // The client went away or sent garbage: nothing useful to say.
                 ErrorSource::Downstream => None,
-                ErrorSource::Internal | ErrorSource::Unset => Some(ErrorCode::BadGateway),
+                _ => Some(Reason::UpstreamError),
             },
         };
-        let Some(code) = code else {
+        let Some(reason) = degraded else {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
             };
         };
+        let code = match reason {
+            Reason::UpstreamTimeout => ErrorCode::UpstreamTimeout,
+            Reason::UpstreamError => ErrorCode::BadGateway,
+            _ => ErrorCode::Unavailable,
+        };
+        let mut status = code.status();
         if session.response_written().is_none() {
-            let msg = match code {
-                ErrorCode::Unavailable => "no unit has a reachable instance of the service",
-                ErrorCode::UpstreamTimeout => "the upstream did not answer in time",
-                _ => "the upstream failed",
+            // pingora closes the client connection after a proxy failure
+            // (pingora-proxy's `finish` ignores `can_reuse_downstream` on this
+            // path), so say so: `Connection: close`, and no client sends its
+            // next request into a connection about to be closed.
+            session.set_keepalive(None);
+            let state = match (&ctx.snapshot, &ctx.route) {
+                (Some(s), Some(r)) => Some(&s.routes[r.id]),
+                _ => None,
             };
-            if let Err(err) = send_error(session, ctx, code, msg, &[]).await {
-                tracing::debug!("error response not sent: {err}");
+            let fallback = state.and_then(|s| s.fallback.as_ref());
+            if let Some(s) = state {
+                s.count_degraded(reason);
+            }
+            if let Some(fb) = fallback {
+                status = fb.status;
+            }
+            if let Err(err) = send_degraded(session, ctx, reason, code, fallback).await {
+                tracing::debug!("degraded response not sent: {err}");
             }
         }
         FailToProxy {
-            error_code: code.status(),
+            error_code: status,
             can_reuse_downstream: false,
         }
     }

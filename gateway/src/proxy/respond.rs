@@ -6,6 +6,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use super::ctx::RequestCtx;
+use unitgate_plugins::fallback::{FallbackResponse, Reason};
 
 /// Error codes of the contract, each with its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,4 +83,52 @@ pub async fn send_error(
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// Answers a request that nothing could serve: the route's fallback when it
+/// has one, else the JSON error `code`; both carry `x-unit-degraded: <reason>`.
+pub async fn send_degraded(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    reason: Reason,
+    code: ErrorCode,
+    fallback: Option<&FallbackResponse>,
+) -> Result<()> {
+    let Some(fb) = fallback else {
+        let msg = match reason {
+            Reason::NoHealthyUnit => "no unit has a reachable instance of the service",
+            Reason::CircuitOpen => "every candidate unit's circuit is open",
+            Reason::UpstreamTimeout => "the upstream did not answer in time",
+            Reason::UpstreamError => "the upstream failed",
+            Reason::Overloaded => "the route is at its in-flight limit",
+        };
+        return send_error(
+            session,
+            ctx,
+            code,
+            msg,
+            &[("x-unit-degraded", reason.as_str())],
+        )
+        .await;
+    };
+    let mut resp = ResponseHeader::build(fb.status, Some(6 + fb.headers.len()))?;
+    for (name, value) in &fb.headers {
+        resp.append_header(name.clone(), value.as_str())?;
+    }
+    resp.insert_header("content-type", fb.content_type.as_str())?;
+    resp.insert_header("content-length", fb.body.len().to_string())?;
+    resp.insert_header("x-unit-degraded", reason.as_str())?;
+    if !ctx.request_id.is_empty() {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    }
+    if let Some(cookie) = ctx.unit.as_ref().and_then(|u| u.set_cookie.as_deref()) {
+        resp.append_header("set-cookie", cookie)?;
+    }
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(fb.body.clone()), true)
+        .await
 }
