@@ -42,6 +42,8 @@ pub struct Started {
     pub files: Vec<(PathBuf, String)>,
     /// Version string, when the program tells it.
     pub version: Option<String>,
+    /// Extra request headers wrk sends (`Name: value`).
+    pub headers: Vec<String>,
     procs: Vec<Managed>,
 }
 
@@ -54,6 +56,7 @@ impl Started {
             commands: Vec::new(),
             files: Vec::new(),
             version: None,
+            headers: Vec::new(),
             procs: Vec::new(),
         }
     }

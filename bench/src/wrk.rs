@@ -20,20 +20,23 @@ pub struct Load {
 
 impl Load {
     /// The command for one run of `duration` against `url`.
-    pub fn command(&self, url: &str, duration: Duration) -> Command {
+    pub fn command(&self, url: &str, headers: &[String], duration: Duration) -> Command {
         let mut cmd = procs::pinned(self.cpu, &self.wrk);
         cmd.arg("-t1")
             .arg(format!("-c{}", self.connections))
             .arg(format!("-d{}s", duration.as_secs().max(1)))
-            .arg("--latency")
-            .arg(url);
+            .arg("--latency");
+        for h in headers {
+            cmd.arg("-H").arg(h);
+        }
+        cmd.arg(url);
         cmd
     }
 
     /// Runs wrk to completion (bounded: `duration` plus a margin) and parses
     /// its report.
-    pub fn run(&self, url: &str, duration: Duration) -> Result<WrkReport> {
-        let cmd = self.command(url, duration);
+    pub fn run(&self, url: &str, headers: &[String], duration: Duration) -> Result<WrkReport> {
+        let cmd = self.command(url, headers, duration);
         let line = procs::command_line(&cmd);
         let out = procs::run_capture(cmd, duration + Duration::from_secs(20))?;
         procs::check_interrupted()?;
@@ -247,7 +250,7 @@ Transfer/sec:      0.67MB
             duration: Duration::from_secs(10),
             cpu: Some(1),
         };
-        let cmd = load.command("http://127.0.0.1:1/", Duration::from_secs(10));
+        let cmd = load.command("http://127.0.0.1:1/", &[], Duration::from_secs(10));
         assert_eq!(
             procs::command_line(&cmd),
             "taskset -c 1 /usr/bin/wrk -t1 -c32 -d10s --latency http://127.0.0.1:1/"

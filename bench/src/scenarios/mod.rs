@@ -100,11 +100,11 @@ impl Scenario<'_> {
         procs::check_interrupted()?;
         c.ensure_running()?;
         if !self.warmup.is_zero() {
-            self.load.run(&c.url, self.warmup)?;
+            self.load.run(&c.url, &c.headers, self.warmup)?;
         }
         let proxy_before = c.measured.map(procs::cpu_micros).transpose()?;
         let backend_before = procs::cpu_micros(self.backend_pid)?;
-        let wrk = self.load.run(&c.url, self.load.duration)?;
+        let wrk = self.load.run(&c.url, &c.headers, self.load.duration)?;
         let backend_after = procs::cpu_micros(self.backend_pid)?;
         let proxy_after = c.measured.map(procs::cpu_micros).transpose()?;
         c.ensure_running()?;

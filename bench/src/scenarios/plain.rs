@@ -13,7 +13,7 @@ use crate::nginx::{self, NginxProxy};
 use crate::report::{self, Machine, Report};
 use crate::scenarios::{self, Pinning, Scenario};
 use crate::tools;
-use crate::unitgate::{self, Unitgate};
+use crate::unitgate::{self, Unitgate, Variant};
 use crate::wrk::{self, Load};
 
 #[derive(Debug, Args)]
@@ -34,6 +34,11 @@ pub struct PlainArgs {
     /// target/release/unitgate in the current directory or a parent).
     #[arg(long, value_name = "PATH")]
     pub unitgate: Option<PathBuf>,
+    /// Also run `unitgate-sharded`: sharded placement over two units, every
+    /// request with a user key and a valid signed routing cookie, so the
+    /// whole unit-routing path runs (compare with plain `unitgate`).
+    #[arg(long, conflicts_with = "no_unitgate")]
+    pub sharded: bool,
     /// Leave unitgate out (direct and nginx only).
     #[arg(long, conflicts_with = "unitgate")]
     pub no_unitgate: bool,
@@ -75,7 +80,18 @@ pub fn run(args: &PlainArgs) -> Result<()> {
     ];
     if !args.no_unitgate {
         match unitgate::locate(args.unitgate.as_deref())? {
-            Some(bin) => contenders.push(Box::new(Unitgate { bin })),
+            Some(bin) => {
+                if args.sharded {
+                    contenders.push(Box::new(Unitgate {
+                        bin: bin.clone(),
+                        variant: Variant::Sharded,
+                    }));
+                }
+                contenders.push(Box::new(Unitgate {
+                    bin,
+                    variant: Variant::Local,
+                }));
+            }
             None => {
                 let msg =
                     "no unitgate binary found (build it with `cargo build --release -p unitgate` \
@@ -169,11 +185,15 @@ pub fn run(args: &PlainArgs) -> Result<()> {
     for s in &started {
         commands.push(format!("# load: {} (warmup, then measured)", s.name));
         if !warmup.is_zero() {
-            commands.push(crate::procs::command_line(&load.command(&s.url, warmup)));
+            commands.push(crate::procs::command_line(
+                &load.command(&s.url, &s.headers, warmup),
+            ));
         }
-        commands.push(crate::procs::command_line(
-            &load.command(&s.url, load.duration),
-        ));
+        commands.push(crate::procs::command_line(&load.command(
+            &s.url,
+            &s.headers,
+            load.duration,
+        )));
     }
 
     let report = Report {
