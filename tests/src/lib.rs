@@ -289,21 +289,51 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// A config for one unit "A" (plus optional extra units) with one service
-/// "echo"; `instances` is the body of `[services.instances]` and `extra` is
-/// appended (more routes, sections).
-pub fn simple_config(instances: &str, extra: &str) -> String {
+/// A catch-all route to the service "echo", served in this gateway's unit.
+pub const LOCAL_ROUTE: &str = r#"
+[[routes]]
+name = "all"
+path_prefix = "/"
+service = "echo"
+placement = "local"
+"#;
+
+/// `"addr", "addr"` for a TOML array of instances.
+pub fn instance_list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The test topology as config text: this gateway in unit A; A owns slots
+/// 0-4999 and fails over to B, B owns 5000-9999 and fails over to A; the
+/// admin API with token `test-token`; one service "echo" whose
+/// `[services.instances]` body is `instances`. `gateway_extra` goes into
+/// `[gateway]`, `routing` is a whole `[routing]` table (or empty),
+/// `service_extra` follows the instances (health, outlier, breaker tables),
+/// then `routes`.
+pub fn two_units_config(
+    gateway_extra: &str,
+    routing: &str,
+    instances: &str,
+    service_extra: &str,
+    routes: &str,
+) -> String {
     format!(
         r#"
 [gateway]
 unit = "A"
 listen = ["{{listen}}"]
 threads = 1
-grace_period_secs = 3
+{gateway_extra}
 
 [admin]
 listen = "{{admin}}"
 token = "test-token"
+
+{routing}
 
 [[units]]
 name = "A"
@@ -321,8 +351,15 @@ connect_timeout_ms = 200
 read_timeout_ms = 2000
 [services.instances]
 {instances}
+{service_extra}
 
-{extra}
+{routes}
 "#
     )
+}
+
+/// [`two_units_config`] with a 3 s grace period and `extra` after the
+/// instances (more service tables, then routes).
+pub fn simple_config(instances: &str, extra: &str) -> String {
+    two_units_config("grace_period_secs = 3", "", instances, "", extra)
 }

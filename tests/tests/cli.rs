@@ -4,18 +4,11 @@
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 use unitgate_tests::{
     backend, client, eventually, free_port, run_cli, simple_config, try_send, unitgate_bin,
-    GatewayProc,
+    EchoServer, GatewayProc, Reply, LOCAL_ROUTE,
 };
-
-const LOCAL_ROUTE: &str = r#"
-[[routes]]
-name = "all"
-path_prefix = "/"
-service = "echo"
-placement = "local"
-"#;
 
 #[test]
 fn check_reports_every_error_at_once() {
@@ -94,23 +87,35 @@ fn run_with_invalid_config_exits_1_with_errors() {
     assert!(err.contains("/nonexistent/unitgate.toml"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_drains_in_flight_requests_then_exits() {
+/// A gateway whose one backend answers after `delay`, with one request to it
+/// already in flight when this returns.
+async fn slow_request_in_flight(
+    delay: Duration,
+) -> (
+    GatewayProc,
+    EchoServer,
+    JoinHandle<Result<Reply, reqwest::Error>>,
+) {
     let a1 = backend("A", "a1").await;
-    a1.set_delay(Duration::from_millis(800));
-    let mut gw = GatewayProc::start(&simple_config(
+    a1.set_delay(delay);
+    let gw = GatewayProc::start(&simple_config(
         &format!("A = [\"{}\"]", a1.addr),
         LOCAL_ROUTE,
     ))
     .await;
-    let url = gw.url("/slow");
-    let inflight = tokio::spawn(try_send(client().get(url)));
+    let inflight = tokio::spawn(try_send(client().get(gw.url("/slow"))));
     eventually(
         "request reached the backend",
         Duration::from_secs(5),
         || async { (a1.served() == 1).then_some(()) },
     )
     .await;
+    (gw, a1, inflight)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let (mut gw, _a1, inflight) = slow_request_in_flight(Duration::from_millis(800)).await;
     gw.signal("TERM");
     let reply = inflight
         .await
@@ -147,21 +152,7 @@ async fn sigterm_when_idle_exits_promptly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_exits_at_once() {
-    let a1 = backend("A", "a1").await;
-    a1.set_delay(Duration::from_secs(5));
-    let mut gw = GatewayProc::start(&simple_config(
-        &format!("A = [\"{}\"]", a1.addr),
-        LOCAL_ROUTE,
-    ))
-    .await;
-    let url = gw.url("/slow");
-    let inflight = tokio::spawn(try_send(client().get(url)));
-    eventually(
-        "request reached the backend",
-        Duration::from_secs(5),
-        || async { (a1.served() == 1).then_some(()) },
-    )
-    .await;
+    let (mut gw, _a1, inflight) = slow_request_in_flight(Duration::from_secs(5)).await;
     gw.signal("INT");
     let (_status, took) = gw.wait_exit(Duration::from_secs(3)).await;
     assert!(took < Duration::from_secs(1), "SIGINT took {took:?}");

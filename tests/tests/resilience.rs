@@ -3,53 +3,18 @@
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use unitgate_tests::{backend, client, dead_addr, eventually, try_send, GatewayProc, Reply};
+use unitgate_tests::{
+    backend, client, dead_addr, eventually, instance_list, try_send, two_units_config, GatewayProc,
+    Reply,
+};
 
-/// Two units (this gateway in A; A owns 0-4999), one service with the given
-/// instances and extra service tables, then `routes`.
+/// The harness's two-unit topology with the given instances of "echo".
 fn config(a: &[SocketAddr], b: &[SocketAddr], service_extra: &str, routes: &str) -> String {
-    let list = |s: &[SocketAddr]| {
-        s.iter()
-            .map(|e| format!("\"{e}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut instances = format!("A = [{}]\n", list(a));
+    let mut instances = format!("A = [{}]\n", instance_list(a));
     if !b.is_empty() {
-        instances.push_str(&format!("B = [{}]\n", list(b)));
+        instances.push_str(&format!("B = [{}]\n", instance_list(b)));
     }
-    format!(
-        r#"
-[gateway]
-unit = "A"
-listen = ["{{listen}}"]
-threads = 1
-
-[admin]
-listen = "{{admin}}"
-token = "t"
-
-[[units]]
-name = "A"
-slots = ["0-4999"]
-failover = ["B"]
-
-[[units]]
-name = "B"
-slots = ["5000-9999"]
-failover = ["A"]
-
-[[services]]
-name = "echo"
-connect_timeout_ms = 200
-read_timeout_ms = 2000
-[services.instances]
-{instances}
-{service_extra}
-
-{routes}
-"#
-    )
+    two_units_config("", "", &instances, service_extra, routes)
 }
 
 const ROUTE: &str = r#"
@@ -66,7 +31,7 @@ async fn health_of(gw: &GatewayProc, unit: &str) -> serde_json::Value {
         .send(
             gw.client
                 .get(gw.admin_url("/admin/v1/health"))
-                .bearer_auth("t"),
+                .bearer_auth("test-token"),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);

@@ -9,33 +9,25 @@ use sha2::Sha256;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use unitgate_tests::{backend, eventually, try_send, EchoServer, GatewayProc, Reply};
+use unitgate_tests::{
+    backend, eventually, instance_list, try_send, two_units_config, EchoServer, GatewayProc, Reply,
+};
 
 const KEY1: &str = "first-signing-key";
 const KEY2: &str = "second-signing-key";
 
-/// Two units, this gateway in A; A owns 0-4999, B 5000-9999; epoch 3.
+/// The harness's two-unit topology (this gateway in A; A owns 0-4999) with
+/// signed cookies (epoch 3), an override and a write freeze, and three routes:
+/// `/pinned` (unit:B), `/local` (local), `/` (sharded, one retry).
 fn config(
     a: &[&EchoServer],
     b: &[&EchoServer],
     routing_extra: &str,
     gateway_extra: &str,
 ) -> String {
-    let list = |s: &[&EchoServer]| {
-        s.iter()
-            .map(|e| format!("\"{}\"", e.addr))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        r#"
-[gateway]
-unit = "A"
-listen = ["{{listen}}"]
-threads = 1
-{gateway_extra}
-
-[routing]
+    let addrs = |s: &[&EchoServer]| instance_list(&s.iter().map(|e| e.addr).collect::<Vec<_>>());
+    let routing = format!(
+        r#"[routing]
 epoch = 3
 key = ["header:x-user-id", "query:uid"]
 signing_keys = {{ k1 = "{KEY1}", k2 = "{KEY2}" }}
@@ -43,26 +35,13 @@ active_key = "k2"
 cookie_ttl_secs = 3600
 overrides = {{ "vip-42" = "B" }}
 forbidden_writes = ["7000-7099"]
-{routing_extra}
+{routing_extra}"#
+    );
+    let instances = format!("A = [{}]\nB = [{}]", addrs(a), addrs(b));
+    two_units_config(gateway_extra, &routing, &instances, "", ROUTES)
+}
 
-[[units]]
-name = "A"
-slots = ["0-4999"]
-failover = ["B"]
-
-[[units]]
-name = "B"
-slots = ["5000-9999"]
-failover = ["A"]
-
-[[services]]
-name = "echo"
-connect_timeout_ms = 200
-read_timeout_ms = 2000
-[services.instances]
-A = [{a}]
-B = [{b}]
-
+const ROUTES: &str = r#"
 [[routes]]
 name = "pinned"
 path_prefix = "/pinned"
@@ -81,11 +60,7 @@ path_prefix = "/"
 service = "echo"
 placement = "sharded"
 retries = 1
-"#,
-        a = list(a),
-        b = list(b),
-    )
-}
+"#;
 
 struct Units {
     gw: GatewayProc,

@@ -6,15 +6,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use unitgate_tests::{backend, dead_addr, eventually, simple_config, try_send, GatewayProc};
-
-const LOCAL_ROUTE: &str = r#"
-[[routes]]
-name = "all"
-path_prefix = "/"
-service = "echo"
-placement = "local"
-"#;
+use unitgate_tests::{
+    backend, dead_addr, eventually, simple_config, try_send, GatewayProc, LOCAL_ROUTE,
+};
 
 fn with_lb(instances: &str, lb: &str, extra: &str) -> String {
     simple_config(instances, extra).replace(
