@@ -1,85 +1,98 @@
 //! The admin REST API (axum) on `admin.listen`.
 //!
-//! Owns HTTP concerns only: routing, bearer-token auth, the JSON error shape.
-//! It reaches the running gateway through the narrow [`GatewayHandle`] trait
+//! Owns HTTP concerns only: routing, bearer-token auth, ETag / If-Match, the
+//! JSON error shape, secret redaction, and the meaning of each endpoint as an
+//! edit of the raw config. It reaches the running gateway through the narrow
+//! [`GatewayHandle`] trait (read the config, apply a change, reload, report)
 //! and knows nothing of pingora or of how the gateway stores its state.
 
+mod api;
+mod error;
+
+pub use error::ApiError;
+
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
+use axum::routing::{get, post};
+use axum::Router;
 use std::future::Future;
 use std::sync::Arc;
+use unitgate_config::RawConfig;
+
+/// A change to the raw config, run by the gateway on a copy under its lock.
+pub type Change<'a> = Box<dyn FnOnce(&mut RawConfig) -> Result<(), ApiError> + Send + 'a>;
 
 /// What the admin API may ask of the running gateway.
 pub trait GatewayHandle: Send + Sync + 'static {
     /// Readiness: `Ok(())` when the gateway can serve, else why not.
     fn readiness(&self) -> Result<(), String>;
-    /// Live health: instances, ejections, circuits, counters (`GET /admin/v1/health`).
+    /// Live health: instances, ejections, circuits, counters.
     fn health(&self) -> serde_json::Value;
+    /// Prometheus text exposition.
+    fn metrics(&self) -> String;
+    /// Version, epoch, uptime, last reload (without the ETag, added by the API).
+    fn status(&self) -> serde_json::Value;
+    /// The effective raw config and its ETag.
+    fn config(&self) -> (RawConfig, String);
+    /// Applies `change` to a copy, validates the whole result, persists and
+    /// swaps it; `if_match` must equal the current ETag when given.
+    fn apply(
+        &self,
+        if_match: Option<&str>,
+        change: Change<'_>,
+    ) -> Result<(RawConfig, String), ApiError>;
+    /// Reloads the config file now.
+    fn reload(&self) -> Result<(bool, String), ApiError>;
 }
 
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     token: Arc<str>,
-    handle: Arc<dyn GatewayHandle>,
+    pub(crate) handle: Arc<dyn GatewayHandle>,
 }
 
-/// An error in the data plane's JSON shape.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
-    request_id: &'a str,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.code,
-            message: &self.message,
-            request_id: "",
-        };
-        (self.status, Json(body)).into_response()
-    }
-}
-
-/// The admin router: unauthenticated health/metrics plus `/admin/v1/*` behind the token.
+/// The admin router: unauthenticated health and metrics, `/admin/v1/*`
+/// behind the bearer token.
 pub fn router(token: &str, handle: Arc<dyn GatewayHandle>) -> Router {
     let state = AppState {
         token: Arc::from(token),
         handle,
     };
     let v1 = Router::new()
-        .route("/health", get(health))
-        .fallback(not_implemented)
+        .route("/status", get(api::status))
+        .route("/config", get(api::config))
+        .route("/health", get(api::health))
+        .route("/reload", post(api::reload))
+        .route("/routes", get(api::list_routes).post(api::create_route))
+        .route(
+            "/routes/{name}",
+            get(api::get_route)
+                .put(api::put_route)
+                .delete(api::delete_route),
+        )
+        .route(
+            "/services",
+            get(api::list_services).post(api::create_service),
+        )
+        .route(
+            "/services/{name}",
+            get(api::get_service)
+                .put(api::put_service)
+                .delete(api::delete_service),
+        )
+        .route("/units", get(api::list_units))
+        .route("/units/{name}", get(api::get_unit).put(api::put_unit))
+        .route("/shardmap", get(api::get_shardmap).put(api::put_shardmap))
+        .fallback(api::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
         .nest("/admin/v1", v1)
-        .fallback(not_found)
+        .fallback(api::not_found)
         .with_state(state)
 }
 
@@ -93,45 +106,6 @@ pub async fn serve(
     axum::serve(listener, router(token, handle))
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
-}
-
-async fn readyz(State(s): State<AppState>) -> Response {
-    match s.handle.readiness() {
-        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "not_ready", "reason": why})),
-        )
-            .into_response(),
-    }
-}
-
-async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(s.handle.health())
-}
-
-async fn metrics() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "metrics arrive with the control-plane release",
-    )
-}
-
-async fn not_implemented() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "this admin endpoint arrives with the control-plane release",
-    )
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")
 }
 
 async fn require_token(
@@ -148,12 +122,7 @@ async fn require_token(
     if constant_time_eq(presented.as_bytes(), s.token.as_bytes()) {
         next.run(req).await
     } else {
-        let mut resp = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token",
-        )
-        .into_response();
+        let mut resp = ApiError::unauthorized().into_response();
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
@@ -165,7 +134,7 @@ async fn require_token(
 /// Compares without an early exit on the first differing byte, so the time
 /// taken does not tell how much of a guessed token was right.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    let mut diff = u8::from(a.len() != b.len());
     for (i, &x) in a.iter().enumerate() {
         let y = b.get(i % b.len().max(1)).copied().unwrap_or(0);
         diff |= x ^ y;

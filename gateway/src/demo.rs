@@ -107,7 +107,7 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
     let config = unitgate_config::parse(&text, std::path::Path::new("."))
         .map_err(|e| format!("embedded demo config is invalid:\n{e}"))?;
     print_tour(&opts, &token);
-    crate::server::run(config).map_err(|e| e.to_string())
+    crate::server::run(config, None).map_err(|e| e.to_string())
 }
 
 async fn start_fleet(
@@ -263,8 +263,13 @@ Failover: crash unit A's instances, watch A's users cross to B, bring A back:
   curl -s -X POST http://{ctl}/units/A/stop
   curl -s http://{l}/orders -H 'x-user-id: 42' | grep -o '"x-unit-crossed-from":"A"'
   curl -s -X POST http://{ctl}/units/A/start
-Admin:
+Or a planned drain through the admin API (state: active | draining | down):
+  curl -s -X PUT http://{adm}/admin/v1/units/A -H 'authorization: Bearer {token}' -d '{{"state":"draining"}}'
+  curl -s -X PUT http://{adm}/admin/v1/units/A -H 'authorization: Bearer {token}' -d '{{"state":"active"}}'
+Admin and metrics:
   curl -s http://{adm}/healthz; curl -s http://{adm}/readyz
+  curl -s http://{adm}/admin/v1/health -H 'authorization: Bearer {token}'
+  curl -s http://{adm}/metrics | grep unitgate_requests_total
 
 Ctrl-C stops the demo.
 "#

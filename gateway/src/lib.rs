@@ -7,9 +7,11 @@
 //! in their own crates and know nothing of pingora's hooks.
 
 pub mod clock;
+pub mod control;
 pub mod demo;
 pub mod echo;
 pub mod health;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod report;
@@ -17,3 +19,4 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod unit;
+pub mod watch;

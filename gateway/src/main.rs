@@ -54,23 +54,27 @@ enum Command {
     },
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr through a background writer: a slow or blocked stderr
+/// drops lines (lossy) instead of stalling the request path. The returned
+/// guard flushes on drop, so it lives as long as `main`.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
-    // Access lines (target "access") are off unless RUST_LOG asks for them.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,access=off,pingora_core=warn,pingora_proxy=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let _log_guard = init_logging(cli.log_format);
     match cli.command {
         Command::Check { config } => match unitgate_config::load(&config) {
             Ok(c) => {
@@ -101,7 +105,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match unitgate::server::run(cfg) {
+            match unitgate::server::run(cfg, Some(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("unitgate: {e}");

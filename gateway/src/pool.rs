@@ -21,8 +21,11 @@ use unitgate_plugins::outlier::InstanceHealth;
 
 /// The instances of one service in one unit.
 pub struct UnitPool {
-    pub unit: UnitId,
     pub addrs: Vec<SocketAddr>,
+    /// The config this pool was built from: a reload reuses the pool (and so
+    /// its breaker and ejection state) when these are unchanged.
+    lb: LbPolicy,
+    breaker_config: Option<unitgate_config::CircuitBreaker>,
     /// Passive health (outlier ejection) per instance, in `addrs` order.
     pub passive: Vec<InstanceHealth>,
     /// The (service, unit) circuit, when the service configures one.
@@ -41,12 +44,7 @@ enum Balancer {
 }
 
 impl UnitPool {
-    fn new(
-        unit: UnitId,
-        addrs: &[SocketAddr],
-        service: &Service,
-        registry: &Arc<HealthRegistry>,
-    ) -> Self {
+    fn new(addrs: &[SocketAddr], service: &Service, registry: &Arc<HealthRegistry>) -> Self {
         let lb = service.lb;
         let backends: BTreeSet<Backend> = addrs
             .iter()
@@ -68,8 +66,9 @@ impl UnitPool {
             }
         };
         UnitPool {
-            unit,
             addrs: addrs.to_vec(),
+            lb,
+            breaker_config: service.circuit_breaker.clone(),
             passive: addrs.iter().map(|_| InstanceHealth::default()).collect(),
             breaker: service.circuit_breaker.as_ref().map(CircuitBreaker::new),
             outcomes: Default::default(),
@@ -183,35 +182,68 @@ where
 pub struct ServicePools {
     pub registry: Arc<HealthRegistry>,
     /// Indexed by unit id; `None` where the service has no instance.
-    pub by_unit: Vec<Option<UnitPool>>,
+    pub by_unit: Vec<Option<Arc<UnitPool>>>,
     pub health_interval: Option<Duration>,
+    /// The health config the registry checks with.
+    health: unitgate_config::HealthCheck,
+}
+
+/// What a rebuild may reuse: the previous pools of the same service, with
+/// the unit names their indices meant.
+pub struct PrevPools<'a> {
+    pub pools: &'a ServicePools,
+    pub unit_names: &'a [Arc<str>],
 }
 
 impl ServicePools {
-    pub fn new(service: &Service, unit_count: usize) -> Self {
-        let registry = Arc::new(HealthRegistry::new());
-        let health_interval = match &service.health.kind {
-            HealthKind::None => None,
-            kind => {
-                registry.set_health_check(health_check(service, kind));
-                Some(service.health.interval)
+    /// Builds the pools of `service`. With `prev`, the health registry is
+    /// kept when the health config is unchanged (instances keep their health),
+    /// and a unit's pool is kept whole — breaker and ejection state included —
+    /// when its instances, balancing and breaker config are unchanged.
+    pub fn build(service: &Service, unit_names: &[Arc<str>], prev: Option<PrevPools<'_>>) -> Self {
+        let prev = prev.filter(|p| p.pools.health == service.health);
+        let registry = match &prev {
+            Some(p) => p.pools.registry.clone(),
+            None => {
+                let registry = Arc::new(HealthRegistry::new());
+                if !matches!(service.health.kind, HealthKind::None) {
+                    registry.set_health_check(health_check(service, &service.health.kind));
+                }
+                registry
             }
         };
-        let mut by_unit: Vec<Option<UnitPool>> = (0..unit_count).map(|_| None).collect();
+        let health_interval =
+            (!matches!(service.health.kind, HealthKind::None)).then_some(service.health.interval);
+        let mut by_unit: Vec<Option<Arc<UnitPool>>> = unit_names.iter().map(|_| None).collect();
         for ui in &service.instances {
+            let reused = prev.as_ref().and_then(|p| {
+                let old = p
+                    .unit_names
+                    .iter()
+                    .position(|n| *n == unit_names[ui.unit])?;
+                let pool = p.pools.by_unit.get(old)?.as_ref()?;
+                (pool.addrs == ui.addrs
+                    && pool.lb == service.lb
+                    && pool.breaker_config == service.circuit_breaker)
+                    .then(|| pool.clone())
+            });
             if let Some(slot) = by_unit.get_mut(ui.unit) {
-                *slot = Some(UnitPool::new(ui.unit, &ui.addrs, service, &registry));
+                *slot = Some(
+                    reused
+                        .unwrap_or_else(|| Arc::new(UnitPool::new(&ui.addrs, service, &registry))),
+                );
             }
         }
         ServicePools {
             registry,
             by_unit,
             health_interval,
+            health: service.health.clone(),
         }
     }
 
     pub fn pool(&self, unit: UnitId) -> Option<&UnitPool> {
-        self.by_unit.get(unit).and_then(Option::as_ref)
+        self.by_unit.get(unit).and_then(|p| p.as_deref())
     }
 }
 

@@ -23,8 +23,9 @@ pub fn health(snap: &Snapshot) -> Value {
                 .pools
                 .by_unit
                 .iter()
-                .flatten()
-                .map(|pool| {
+                .enumerate()
+                .filter_map(|(unit, pool)| pool.as_ref().map(|p| (unit, p)))
+                .map(|(unit, pool)| {
                     let circuit = match pool.breaker.as_ref().map(|b| b.state(now)) {
                         None => "none",
                         Some(State::Closed) => "closed",
@@ -43,7 +44,7 @@ pub fn health(snap: &Snapshot) -> Value {
                         .iter()
                         .map(|o| (o.as_str().to_owned(), pool.outcome_count(*o).into()))
                         .collect();
-                    json!({"unit": &*snap.unit_names[pool.unit], "circuit": circuit,
+                    json!({"unit": &*snap.unit_names[unit], "circuit": circuit,
                            "attempts": attempts, "instances": instances})
                 })
                 .collect();
@@ -59,11 +60,11 @@ pub fn health(snap: &Snapshot) -> Value {
             let degraded: serde_json::Map<String, Value> = Reason::ALL
                 .iter()
                 .map(|r| {
-                    let n = state.degraded[r.index()].load(Ordering::Relaxed);
+                    let n = state.counters.degraded[r.index()].load(Ordering::Relaxed);
                     (r.as_str().to_owned(), n.into())
                 })
                 .collect();
-            json!({"route": conf.name, "inflight": state.inflight.load(Ordering::Relaxed),
+            json!({"route": conf.name, "inflight": state.counters.inflight.load(Ordering::Relaxed),
                    "degraded": degraded})
         })
         .collect();

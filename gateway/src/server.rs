@@ -6,10 +6,12 @@
 //! `gateway.grace_period_secs` runs out. pingora alone would always sleep the
 //! whole grace period; the drain watcher below ends it early.
 
-use crate::health::HealthChecks;
+use crate::control::{ChangeError, ControlPlane};
+use crate::health::{HealthService, HealthSupervisor};
 use crate::proxy::ctx::INFLIGHT;
 use crate::proxy::Gateway;
 use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::watch::ReloadService;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
@@ -39,11 +41,14 @@ pub enum StartError {
 }
 
 /// Runs the gateway until it is told to stop. Blocks the calling thread.
-pub fn run(config: Config) -> Result<(), StartError> {
+/// `path` is the config file (watched, reloaded, written by admin changes);
+/// `None` for an embedded config, whose changes stay in memory.
+pub fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), StartError> {
     // Bind-check the data-plane addresses so a taken port is a clear error
-    // now, not a failure inside pingora's startup.
+    // now, not a failure inside pingora's startup. The check socket never
+    // listens: nothing can connect to it before pingora's listener is up.
     for addr in &config.gateway.listen {
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind {
+        bind_check(*addr).map_err(|source| StartError::Bind {
             what: "gateway.listen",
             addr: *addr,
             source,
@@ -65,7 +70,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let threads = config.gateway.threads;
     let grace = config.gateway.grace_period;
     let listen = config.gateway.listen.clone();
-    let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(config)));
+    let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, None)));
+    let health = Arc::new(HealthSupervisor::new(snapshot.clone()));
+    let control = Arc::new(ControlPlane::new(snapshot.clone(), path, health.clone()));
 
     let mut conf = ServerConf {
         threads,
@@ -89,19 +96,17 @@ pub fn run(config: Config) -> Result<(), StartError> {
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
     }
-    let health = background_service(
-        "health checks",
-        HealthChecks {
-            snapshot: snapshot.clone(),
-        },
-    );
     server.add_service(proxy);
-    server.add_service(health);
+    server.add_service(background_service("health checks", HealthService(health)));
+    server.add_service(background_service(
+        "config reload",
+        ReloadService(control.clone()),
+    ));
     if let Some((listener, token)) = admin {
         let admin = AdminService {
             listener: Mutex::new(Some(listener)),
             token,
-            snapshot: snapshot.clone(),
+            control: control.clone(),
         };
         server.add_service(background_service("admin api", admin));
     }
@@ -115,6 +120,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(listen = ?listen, "unitgate running");
     server.run(RunArgs::default());
     Ok(())
+}
+
+/// Binds `addr` without listening (as pingora will, with SO_REUSEADDR) and
+/// closes it again: fails when another process holds the port.
+fn bind_check(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 /// Follows pingora's execution phases: marks the server running, and on a
@@ -149,16 +166,59 @@ fn drain_watcher(mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>, g
 struct AdminService {
     listener: Mutex<Option<std::net::TcpListener>>,
     token: String,
-    snapshot: SharedSnapshot,
+    control: Arc<ControlPlane>,
 }
 
+/// The admin API's narrow view of the gateway.
 struct Handle {
     snapshot: SharedSnapshot,
+    control: Arc<ControlPlane>,
 }
 
 impl unitgate_admin::GatewayHandle for Handle {
     fn health(&self) -> serde_json::Value {
         crate::report::health(&self.snapshot.load())
+    }
+
+    fn metrics(&self) -> String {
+        crate::metrics::render(&self.snapshot.load(), &self.control)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let snap = self.snapshot.load();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "unit": &*snap.unit_names[snap.config.gateway.unit],
+            "epoch": snap.config.routing.epoch,
+            "uptime_secs": self.control.uptime_secs(),
+            "config_file": self.control.config_path().map(|p| p.display().to_string()),
+            "last_reload": self.control.last_reload(),
+        })
+    }
+
+    fn config(&self) -> (unitgate_config::RawConfig, String) {
+        self.control.current()
+    }
+
+    fn apply(
+        &self,
+        if_match: Option<&str>,
+        change: unitgate_admin::Change<'_>,
+    ) -> Result<(unitgate_config::RawConfig, String), unitgate_admin::ApiError> {
+        use unitgate_admin::ApiError;
+        self.control.apply(if_match, change).map_err(|e| match e {
+            ChangeError::Change(e) => e,
+            ChangeError::Invalid(errors) => ApiError::invalid(errors),
+            ChangeError::Precondition { current } => ApiError::precondition_failed(&current),
+            ChangeError::Persist(why) => ApiError::internal(format!("not applied: {why}")),
+        })
+    }
+
+    fn reload(&self) -> Result<(bool, String), unitgate_admin::ApiError> {
+        match self.control.reload_from_file("admin") {
+            Ok(changed) => Ok((changed, self.control.current().1)),
+            Err(errors) => Err(unitgate_admin::ApiError::invalid(errors)),
+        }
     }
 
     fn readiness(&self) -> Result<(), String> {
@@ -199,7 +259,8 @@ impl BackgroundService for AdminService {
             }
         };
         let handle = Arc::new(Handle {
-            snapshot: self.snapshot.clone(),
+            snapshot: self.control.snapshot.clone(),
+            control: self.control.clone(),
         });
         let stop = async move {
             let _ = shutdown.changed().await;

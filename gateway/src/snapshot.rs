@@ -6,7 +6,8 @@
 //! from. Requests load it once (an `Arc` clone) and finish on it even if a
 //! newer one is swapped in meanwhile.
 
-use crate::pool::ServicePools;
+use crate::metrics::RequestStats;
+use crate::pool::{PrevPools, ServicePools};
 use crate::router::Router;
 use crate::unit::UnitRouting;
 use arc_swap::ArcSwap;
@@ -31,15 +32,36 @@ pub struct Snapshot {
 /// Run-time state of one route.
 pub struct RouteState {
     pub fallback: Option<FallbackResponse>,
+    /// Kept across reloads while the route keeps its name.
+    pub counters: Arc<RouteCounters>,
+}
+
+/// A route's live counters.
+pub struct RouteCounters {
     /// Requests of this route between routing and the end of the request.
     pub inflight: AtomicU32,
     /// Degraded responses by reason ([`Reason::index`]).
     pub degraded: [AtomicU64; Reason::ALL.len()],
+    pub write_forbidden: AtomicU64,
+    /// Requests by code and units, durations (unit indices of the snapshot
+    /// they were made for: kept only while the unit list is unchanged).
+    pub requests: RequestStats,
+}
+
+impl RouteCounters {
+    fn new(units: usize) -> Self {
+        RouteCounters {
+            inflight: AtomicU32::new(0),
+            degraded: Default::default(),
+            write_forbidden: AtomicU64::new(0),
+            requests: RequestStats::new(units),
+        }
+    }
 }
 
 impl RouteState {
     pub fn count_degraded(&self, reason: Reason) {
-        self.degraded[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.counters.degraded[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -54,8 +76,9 @@ pub struct ServiceState {
     pub local_only: Box<[UnitId]>,
     /// Instances over all units, the bound on connect-failure retries.
     pub instance_count: usize,
-    /// Crossings by (placement unit, served unit), `from * units + to`.
-    crossings: Box<[AtomicU64]>,
+    /// Crossings by (placement unit, served unit), `from * units + to`;
+    /// kept across reloads while the unit list is unchanged.
+    crossings: Arc<[AtomicU64]>,
 }
 
 impl ServiceState {
@@ -106,6 +129,19 @@ impl ServiceState {
         ejected + 1 < self.instance_count
     }
 
+    /// Every non-zero crossing count as (from, to, count).
+    pub fn crossing_counts(&self) -> Vec<(UnitId, UnitId, u64)> {
+        let units = self.candidates.len();
+        self.crossings
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let n = c.load(Ordering::Relaxed);
+                (n > 0).then(|| (i / units, i % units, n))
+            })
+            .collect()
+    }
+
     /// Counts a crossing; returns the count so far for this pair.
     pub fn count_crossing(&self, from: UnitId, to: UnitId) -> u64 {
         let units = self.candidates.len();
@@ -116,14 +152,35 @@ impl ServiceState {
 }
 
 impl Snapshot {
-    pub fn build(config: Config) -> Self {
+    /// Builds a snapshot from `config`. With `prev` (a reload), long-lived
+    /// state is carried over by stable names: health registries, unit pools
+    /// with their breakers and ejections (see [`ServicePools::build`]), route
+    /// counters by route name, crossing counts while the units are the same.
+    pub fn build(config: Config, prev: Option<&Snapshot>) -> Self {
         let router = Router::new(&config.routes);
+        let unit_names: Vec<Arc<str>> = config
+            .units
+            .iter()
+            .map(|u| Arc::from(u.name.as_str()))
+            .collect();
+        let units = unit_names.len();
+        let same_units = prev.is_some_and(|p| p.unit_names == unit_names);
         let services = config
             .services
             .iter()
             .map(|svc| {
-                let pools = ServicePools::new(svc, config.units.len());
-                let units = config.units.len();
+                let before = prev.and_then(|p| {
+                    let id = p.config.service_id(&svc.name)?;
+                    Some((p, &p.services[id]))
+                });
+                let pools = ServicePools::build(
+                    svc,
+                    &unit_names,
+                    before.map(|(p, s)| PrevPools {
+                        pools: &s.pools,
+                        unit_names: &p.unit_names,
+                    }),
+                );
                 let candidates = (0..units)
                     .map(|start| candidate_units(&config, &pools, start))
                     .collect();
@@ -134,28 +191,29 @@ impl Snapshot {
                     } else {
                         Box::new([])
                     };
+                let crossings = match before {
+                    Some((_, s)) if same_units => s.crossings.clone(),
+                    _ => (0..units * units).map(|_| AtomicU64::new(0)).collect(),
+                };
                 ServiceState {
                     pools,
                     outlier: svc.outlier.clone(),
                     candidates,
                     local_only,
                     instance_count: svc.instances.iter().map(|u| u.addrs.len()).sum(),
-                    crossings: (0..units * units).map(|_| AtomicU64::new(0)).collect(),
+                    crossings,
                 }
             })
-            .collect();
-        let unit_names = config
-            .units
-            .iter()
-            .map(|u| Arc::from(u.name.as_str()))
             .collect();
         let routes = config
             .routes
             .iter()
             .map(|r| RouteState {
                 fallback: r.fallback.as_ref().map(FallbackResponse::new),
-                inflight: AtomicU32::new(0),
-                degraded: Default::default(),
+                counters: prev
+                    .filter(|_| same_units)
+                    .and_then(|p| Some(p.routes[p.config.route_id(&r.name)?].counters.clone()))
+                    .unwrap_or_else(|| Arc::new(RouteCounters::new(units))),
             })
             .collect();
         Snapshot {

@@ -12,6 +12,8 @@ use unitgate_config::{RouteId, UnitId};
 pub static INFLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 pub struct RequestCtx {
+    /// When the request header had been read.
+    pub started: std::time::Instant,
     /// The snapshot this request started on; it finishes on it.
     pub snapshot: Option<Arc<Snapshot>>,
     pub request_id: String,
@@ -20,6 +22,8 @@ pub struct RequestCtx {
     /// Set once the route matched and unit routing decided.
     pub unit: Option<UnitCtx>,
     pub attempts: AttemptCtx,
+    /// Why the answer was degraded, when it was.
+    pub degraded: Option<unitgate_plugins::fallback::Reason>,
     _inflight: InflightGuard,
 }
 
@@ -88,12 +92,14 @@ impl Drop for InflightGuard {
 impl RequestCtx {
     pub fn new() -> Self {
         RequestCtx {
+            started: std::time::Instant::now(),
             snapshot: None,
             request_id: String::new(),
             client_ip: None,
             route: None,
             unit: None,
             attempts: AttemptCtx::default(),
+            degraded: None,
             _inflight: InflightGuard::new(),
         }
     }
@@ -103,7 +109,10 @@ impl Drop for RequestCtx {
     fn drop(&mut self) {
         if let (Some(snap), Some(rc)) = (&self.snapshot, &self.route) {
             if rc.holds_inflight {
-                snap.routes[rc.id].inflight.fetch_sub(1, Ordering::Relaxed);
+                snap.routes[rc.id]
+                    .counters
+                    .inflight
+                    .fetch_sub(1, Ordering::Relaxed);
             }
         }
     }

@@ -123,6 +123,12 @@ impl ProxyHttp for Gateway {
 
         // 5. write protection during a slot migration.
         if frozen {
+            if let (Some(snap), Some(rc)) = (&ctx.snapshot, &ctx.route) {
+                let counters = &snap.routes[rc.id].counters;
+                counters
+                    .write_forbidden
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             send_error(
                 session,
                 ctx,
@@ -140,6 +146,7 @@ impl ProxyHttp for Gateway {
         if max > 0 {
             let state = &snap.routes[id];
             let n = state
+                .counters
                 .inflight
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 + 1;
@@ -148,6 +155,7 @@ impl ProxyHttp for Gateway {
             }
             if n > max {
                 state.count_degraded(Reason::Overloaded);
+                ctx.degraded = Some(Reason::Overloaded);
                 let fallback = state.fallback.as_ref();
                 send_degraded(
                     session,
@@ -391,6 +399,7 @@ impl ProxyHttp for Gateway {
             if let Some(s) = state {
                 s.count_degraded(reason);
             }
+            ctx.degraded = Some(reason);
             if let Some(fb) = fallback {
                 status = fb.status;
             }
@@ -405,14 +414,24 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let (Some(snap), Some(rc)) = (&ctx.snapshot, &ctx.route) {
+            snap.routes[rc.id].counters.requests.record(
+                status,
+                ctx.unit.as_ref().map(|u| u.home),
+                ctx.attempts.served,
+                ctx.started.elapsed(),
+            );
+        }
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;
         }
         let req = session.req_header();
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+        let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let Some(snap) = &ctx.snapshot else {
-            tracing::info!(target: "access", request_id = %ctx.request_id, method = %req.method,
-                path = %req.uri.path(), status);
+            tracing::info!(target: "access", request_id = %ctx.request_id, client,
+                method = %req.method, path = %req.uri.path(), status, duration_ms);
             return;
         };
         let name = |u: Option<usize>| u.map_or("", |u| &*snap.unit_names[u]);
@@ -424,16 +443,19 @@ impl ProxyHttp for Gateway {
         tracing::info!(
             target: "access",
             request_id = %ctx.request_id,
-            client = ?ctx.client_ip,
+            client,
             method = %req.method,
             path = %req.uri.path(),
             route,
             status,
+            duration_ms,
             home_unit = name(unit.map(|u| u.home)),
             served_unit = name(ctx.attempts.served),
             slot = unit.map(|u| u.slot),
             crossed = unit.zip(ctx.attempts.served).is_some_and(|(u, s)| u.placement != s),
             attempts = ctx.attempts.count,
+            degraded = ctx.degraded.map(Reason::as_str),
+            limited = false,
             error = e.map(|e| e.to_string()),
         );
     }

@@ -1,0 +1,300 @@
+//! The control plane: reloads from the config file and admin mutations, both
+//! building a complete new snapshot (reusing unchanged state) and swapping it
+//! in one step, serialized under one lock so none is lost.
+//!
+//! A mutation is applied to a copy of the raw config, the whole result is
+//! validated, persisted atomically (temp file, fsync, rename, fsync of the
+//! directory) and only then swapped in. The file's content hash is recorded,
+//! so the watcher recognises our own write and does not reload it as a
+//! foreign change.
+
+use crate::health::HealthSupervisor;
+use crate::snapshot::{SharedSnapshot, Snapshot};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use unitgate_config::{ConfigError, ConfigErrors, RawConfig};
+
+/// Why a change was refused; the admin API maps these to status codes.
+#[derive(Debug)]
+pub enum ChangeError<E> {
+    /// The change itself refused (unknown name, conflict...): the caller's error.
+    Change(E),
+    /// The result does not validate (400), every error with its path.
+    Invalid(Vec<String>),
+    /// `If-Match` does not equal the current ETag (412).
+    Precondition { current: String },
+    /// Writing the file failed (500); nothing was applied.
+    Persist(String),
+}
+
+/// The outcome of the last reload attempt, for `/admin/v1/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub at_unix: u64,
+    pub source: &'static str,
+    pub result: &'static str,
+    pub errors: Vec<String>,
+    /// Changed keys that only take effect after a restart.
+    pub restart_required: Vec<String>,
+}
+
+struct Applied {
+    raw: RawConfig,
+    etag: String,
+    /// sha256 of the config file as we last read or wrote it.
+    file_hash: Option<[u8; 32]>,
+    last_reload: Option<ReloadReport>,
+}
+
+pub struct ControlPlane {
+    pub snapshot: SharedSnapshot,
+    /// `None` for the embedded demo: changes stay in memory.
+    path: Option<PathBuf>,
+    base_dir: PathBuf,
+    health: Arc<HealthSupervisor>,
+    applied: Mutex<Applied>,
+    started: Instant,
+    pub reloads_ok: AtomicU64,
+    pub reloads_error: AtomicU64,
+}
+
+/// `"<hex>"`: the first 16 bytes of sha256 over the canonical JSON of the
+/// raw config. Equal configs have equal tags whatever the file's formatting.
+pub fn etag_of(raw: &RawConfig) -> String {
+    let json = serde_json::to_vec(raw).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn lines(errors: &ConfigErrors) -> Vec<String> {
+    errors.iter().map(ConfigError::to_string).collect()
+}
+
+/// Keys whose change needs a restart: the listeners and the worker threads.
+fn restart_keys(old: &RawConfig, new: &RawConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.gateway.listen != new.gateway.listen {
+        out.push("gateway.listen".to_owned());
+    }
+    if old.gateway.threads != new.gateway.threads {
+        out.push("gateway.threads".to_owned());
+    }
+    let admin_listen = |r: &RawConfig| r.admin.as_ref().map(|a| a.listen.clone());
+    if admin_listen(old) != admin_listen(new) {
+        out.push("admin.listen".to_owned());
+    }
+    out
+}
+
+impl ControlPlane {
+    pub fn new(
+        snapshot: SharedSnapshot,
+        path: Option<PathBuf>,
+        health: Arc<HealthSupervisor>,
+    ) -> Self {
+        let raw = snapshot.load().config.raw.clone();
+        let base_dir = path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let file_hash = path
+            .as_deref()
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| Sha256::digest(&b).into());
+        ControlPlane {
+            snapshot,
+            path,
+            base_dir,
+            health,
+            applied: Mutex::new(Applied {
+                etag: etag_of(&raw),
+                raw,
+                file_hash,
+                last_reload: None,
+            }),
+            started: Instant::now(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_error: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
+        // A panic while holding the lock cannot leave a half-applied change:
+        // the snapshot is swapped last. So a poisoned lock is still usable.
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn config_path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The effective raw config and its ETag.
+    pub fn current(&self) -> (RawConfig, String) {
+        let a = self.lock();
+        (a.raw.clone(), a.etag.clone())
+    }
+
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn last_reload(&self) -> Option<ReloadReport> {
+        self.lock().last_reload.clone()
+    }
+
+    /// Re-reads the config file. Unchanged content (including our own last
+    /// write) is a no-op returning `Ok(false)`. Invalid content changes
+    /// nothing: the errors are logged, counted and kept for `/status`.
+    pub fn reload_from_file(&self, source: &'static str) -> Result<bool, Vec<String>> {
+        let Some(path) = self.path.clone() else {
+            return Err(vec![
+                "this gateway runs an embedded config: no file to reload".into(),
+            ]);
+        };
+        let mut a = self.lock();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                let errors = vec![format!("{}: {e}", path.display())];
+                return Err(self.record_failure(&mut a, source, errors));
+            }
+        };
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        if a.file_hash == Some(hash) && source == "watch" {
+            return Ok(false);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let config = match unitgate_config::parse(&text, &self.base_dir) {
+            Ok(c) => c,
+            Err(errors) => return Err(self.record_failure(&mut a, source, lines(&errors))),
+        };
+        a.file_hash = Some(hash);
+        if config.raw == a.raw {
+            self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            a.last_reload = Some(self.report(source, "ok", vec![], vec![]));
+            return Ok(false);
+        }
+        let restart = restart_keys(&a.raw, &config.raw);
+        if !restart.is_empty() {
+            tracing::warn!(keys = ?restart, "config change needs a restart to take effect; the rest is applied");
+        }
+        a.raw = config.raw.clone();
+        a.etag = etag_of(&a.raw);
+        self.swap(config);
+        self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        a.last_reload = Some(self.report(source, "ok", vec![], restart));
+        tracing::info!(source, etag = %a.etag, "config reloaded");
+        Ok(true)
+    }
+
+    fn report(
+        &self,
+        source: &'static str,
+        result: &'static str,
+        errors: Vec<String>,
+        restart_required: Vec<String>,
+    ) -> ReloadReport {
+        ReloadReport {
+            at_unix: unix_now(),
+            source,
+            result,
+            errors,
+            restart_required,
+        }
+    }
+
+    fn record_failure(
+        &self,
+        a: &mut Applied,
+        source: &'static str,
+        errors: Vec<String>,
+    ) -> Vec<String> {
+        self.reloads_error.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(source, errors = ?errors, "config reload failed; the running config stays");
+        a.last_reload = Some(self.report(source, "error", errors.clone(), vec![]));
+        errors
+    }
+
+    /// Applies `change` to a copy of the running raw config: validate the
+    /// whole result, persist it, swap it in. `if_match` must equal the
+    /// current ETag when given.
+    pub fn apply<E>(
+        &self,
+        if_match: Option<&str>,
+        change: impl FnOnce(&mut RawConfig) -> Result<(), E>,
+    ) -> Result<(RawConfig, String), ChangeError<E>> {
+        let mut a = self.lock();
+        if let Some(tag) = if_match {
+            if tag.trim() != a.etag && tag.trim() != "*" {
+                return Err(ChangeError::Precondition {
+                    current: a.etag.clone(),
+                });
+            }
+        }
+        let mut raw = a.raw.clone();
+        change(&mut raw).map_err(ChangeError::Change)?;
+        let config = unitgate_config::validate(&raw, &self.base_dir)
+            .map_err(|e| ChangeError::Invalid(lines(&e)))?;
+        let restart = restart_keys(&a.raw, &raw);
+        if let Some(path) = &self.path {
+            let text =
+                toml::to_string_pretty(&raw).map_err(|e| ChangeError::Persist(e.to_string()))?;
+            write_atomically(path, text.as_bytes())
+                .map_err(|e| ChangeError::Persist(format!("{}: {e}", path.display())))?;
+            a.file_hash = Some(Sha256::digest(text.as_bytes()).into());
+        }
+        if !restart.is_empty() {
+            tracing::warn!(keys = ?restart, "admin change needs a restart to take effect; the rest is applied");
+        }
+        a.raw = raw;
+        a.etag = etag_of(&a.raw);
+        self.swap(config);
+        tracing::info!(etag = %a.etag, "admin change applied");
+        Ok((a.raw.clone(), a.etag.clone()))
+    }
+
+    /// Builds the new snapshot on top of the running one and swaps it in.
+    fn swap(&self, config: unitgate_config::Config) {
+        let prev = self.snapshot.load_full();
+        let next = Arc::new(Snapshot::build(config, Some(&prev)));
+        self.snapshot.store(next.clone());
+        self.health.ensure(&next);
+    }
+}
+
+/// Temp file beside `path`, fsync, rename over `path`, fsync the directory:
+/// a crash leaves either the old file or the new one, never half of one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "config".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

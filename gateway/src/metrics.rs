@@ -1,0 +1,348 @@
+//! Prometheus metrics: counted on the request path with atomics only, and
+//! rendered in the text exposition format at scrape time.
+//!
+//! Per route, requests are counted in a table indexed by (status code, home
+//! unit, served unit), allocated on the route's first request; the common
+//! status codes have a fixed slot, rarer ones go to a small map under a lock
+//! (a path that real traffic takes seldom). Everything else is read from the
+//! live state when scraped: pools, circuits, crossings, reload counters.
+
+use crate::clock;
+use crate::control::ControlPlane;
+use crate::pool::Outcome;
+use crate::snapshot::Snapshot;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use unitgate_config::LimitScope;
+use unitgate_plugins::breaker::State as BreakerState;
+use unitgate_plugins::fallback::Reason;
+
+/// Status codes with a fixed slot in the request table.
+const CODES: [u16; 25] = [
+    200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 412, 413,
+    429, 500, 502, 503, 504, 0,
+];
+
+/// Upper bounds of the duration histogram, in seconds.
+const BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Requests of one route, by code and units, and their durations.
+pub struct RequestStats {
+    /// Units known when the table was made: indices 0..units, `units` = none.
+    units: usize,
+    table: OnceLock<Box<[AtomicU64]>>,
+    other: Mutex<BTreeMap<(u16, usize, usize), u64>>,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl RequestStats {
+    pub fn new(units: usize) -> Self {
+        RequestStats {
+            units,
+            table: OnceLock::new(),
+            other: Mutex::new(BTreeMap::new()),
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    fn width(&self) -> usize {
+        self.units + 1
+    }
+
+    /// Counts one finished request. `home`/`served` are unit ids, `None`
+    /// when unit routing or proxying did not happen.
+    pub fn record(&self, code: u16, home: Option<usize>, served: Option<usize>, took: Duration) {
+        let w = self.width();
+        let h = home.filter(|&u| u < self.units).unwrap_or(self.units);
+        let s = served.filter(|&u| u < self.units).unwrap_or(self.units);
+        match CODES.iter().position(|&c| c == code) {
+            Some(slot) => {
+                let table = self.table.get_or_init(|| {
+                    (0..CODES.len() * w * w)
+                        .map(|_| AtomicU64::new(0))
+                        .collect()
+                });
+                table[(slot * w + h) * w + s].fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                let mut other = self.other.lock().unwrap_or_else(|p| p.into_inner());
+                *other.entry((code, h, s)).or_default() += 1;
+            }
+        }
+        let secs = took.as_secs_f64();
+        if let Some(b) = BUCKETS.iter().position(|&le| secs <= le) {
+            self.buckets[b].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Every non-zero (code, home, served, count).
+    fn series(&self) -> Vec<(u16, usize, usize, u64)> {
+        let w = self.width();
+        let mut out = Vec::new();
+        if let Some(table) = self.table.get() {
+            for (i, c) in table.iter().enumerate() {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push((CODES[i / (w * w)], (i / w) % w, i % w, n));
+                }
+            }
+        }
+        let other = self.other.lock().unwrap_or_else(|p| p.into_inner());
+        out.extend(other.iter().map(|(&(c, h, s), &n)| (c, h, s, n)));
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The whole exposition. Label values are config names (validated to
+/// `[A-Za-z0-9._-]`) and addresses, so they need no escaping.
+pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
+    let mut out = String::with_capacity(4096);
+    let now = clock::now_ms();
+    let unit = |u: usize| snap.unit_names.get(u).map_or("", |n| &**n);
+
+    header(
+        &mut out,
+        "unitgate_requests_total",
+        "counter",
+        "Requests by route, status code, home and served unit.",
+    );
+    for (r, state) in snap.config.routes.iter().zip(&snap.routes) {
+        for (code, home, served, n) in state.counters.requests.series() {
+            let _ = writeln!(
+                out,
+                "unitgate_requests_total{{route=\"{}\",code=\"{code}\",home_unit=\"{}\",served_unit=\"{}\"}} {n}",
+                r.name,
+                unit(home),
+                unit(served)
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        "unitgate_request_duration_seconds",
+        "histogram",
+        "Request duration by route.",
+    );
+    for (r, state) in snap.config.routes.iter().zip(&snap.routes) {
+        let stats = &state.counters.requests;
+        let count = stats.count.load(Ordering::Relaxed);
+        let mut cumulative = 0;
+        for (le, b) in BUCKETS.iter().zip(&stats.buckets) {
+            cumulative += b.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "unitgate_request_duration_seconds_bucket{{route=\"{}\",le=\"{le}\"}} {cumulative}",
+                r.name
+            );
+        }
+        let sum = stats.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "unitgate_request_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {count}",
+            r.name
+        );
+        let _ = writeln!(
+            out,
+            "unitgate_request_duration_seconds_sum{{route=\"{}\"}} {sum}",
+            r.name
+        );
+        let _ = writeln!(
+            out,
+            "unitgate_request_duration_seconds_count{{route=\"{}\"}} {count}",
+            r.name
+        );
+    }
+
+    header(
+        &mut out,
+        "unitgate_upstream_attempts_total",
+        "counter",
+        "Upstream attempts by service, unit and outcome.",
+    );
+    header(
+        &mut out,
+        "unitgate_instance_healthy",
+        "gauge",
+        "1 when the instance passes its active check and is not ejected.",
+    );
+    header(
+        &mut out,
+        "unitgate_circuit_open",
+        "gauge",
+        "1 while the (service, unit) circuit is open or half-open.",
+    );
+    header(
+        &mut out,
+        "unitgate_cross_unit_total",
+        "counter",
+        "Requests served by a sibling of their placement unit.",
+    );
+    for (svc, state) in snap.config.services.iter().zip(&snap.services) {
+        for (u, pool) in state.pools.by_unit.iter().enumerate() {
+            let Some(pool) = pool else { continue };
+            for o in Outcome::ALL {
+                let _ = writeln!(
+                    out,
+                    "unitgate_upstream_attempts_total{{service=\"{}\",unit=\"{}\",outcome=\"{}\"}} {}",
+                    svc.name,
+                    unit(u),
+                    o.as_str(),
+                    pool.outcome_count(o)
+                );
+            }
+            for a in &pool.addrs {
+                let up = pool.is_healthy(a) && !pool.is_ejected(a, now);
+                let _ = writeln!(
+                    out,
+                    "unitgate_instance_healthy{{service=\"{}\",unit=\"{}\",instance=\"{a}\"}} {}",
+                    svc.name,
+                    unit(u),
+                    u8::from(up)
+                );
+            }
+            let open = pool
+                .breaker
+                .as_ref()
+                .is_some_and(|b| b.state(now) != BreakerState::Closed);
+            let _ = writeln!(
+                out,
+                "unitgate_circuit_open{{service=\"{}\",unit=\"{}\"}} {}",
+                svc.name,
+                unit(u),
+                u8::from(open)
+            );
+        }
+        for (from, to, n) in state.crossing_counts() {
+            let _ = writeln!(
+                out,
+                "unitgate_cross_unit_total{{service=\"{}\",from=\"{}\",to=\"{}\"}} {n}",
+                svc.name,
+                unit(from),
+                unit(to)
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        "unitgate_degraded_total",
+        "counter",
+        "Degraded responses by route and reason.",
+    );
+    header(
+        &mut out,
+        "unitgate_write_forbidden_total",
+        "counter",
+        "Writes refused for a frozen slot, by route.",
+    );
+    header(
+        &mut out,
+        "unitgate_rate_limited_total",
+        "counter",
+        "Requests refused by a rate limit, by route and scope.",
+    );
+    for (r, state) in snap.config.routes.iter().zip(&snap.routes) {
+        for reason in Reason::ALL {
+            let n = state.counters.degraded[reason.index()].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "unitgate_degraded_total{{route=\"{}\",reason=\"{}\"}} {n}",
+                r.name,
+                reason.as_str()
+            );
+        }
+        let n = state.counters.write_forbidden.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "unitgate_write_forbidden_total{{route=\"{}\"}} {n}",
+            r.name
+        );
+        let mut scopes: Vec<&str> = r
+            .rate_limits
+            .iter()
+            .map(|l| match l.scope {
+                LimitScope::Local => "local",
+                LimitScope::Global => "global",
+            })
+            .collect();
+        scopes.dedup();
+        for scope in scopes {
+            let _ = writeln!(
+                out,
+                "unitgate_rate_limited_total{{route=\"{}\",scope=\"{scope}\"}} 0",
+                r.name
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        "unitgate_config_reloads_total",
+        "counter",
+        "Config reloads by result.",
+    );
+    let ok = control.reloads_ok.load(Ordering::Relaxed);
+    let err = control.reloads_error.load(Ordering::Relaxed);
+    let _ = writeln!(out, "unitgate_config_reloads_total{{result=\"ok\"}} {ok}");
+    let _ = writeln!(
+        out,
+        "unitgate_config_reloads_total{{result=\"error\"}} {err}"
+    );
+    header(
+        &mut out,
+        "unitgate_config_epoch",
+        "gauge",
+        "The shard map's epoch.",
+    );
+    let _ = writeln!(out, "unitgate_config_epoch {}", snap.config.routing.epoch);
+    if snap.config.redis.is_some() {
+        header(
+            &mut out,
+            "unitgate_redis_up",
+            "gauge",
+            "1 while the Redis of global limits answers.",
+        );
+        // Global limits (and the Redis client) arrive with the rate-limit release.
+        let _ = writeln!(out, "unitgate_redis_up 0");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_code_and_units_with_a_rare_code_aside() {
+        let s = RequestStats::new(2);
+        s.record(200, Some(0), Some(1), Duration::from_millis(3));
+        s.record(200, Some(0), Some(1), Duration::from_millis(30));
+        s.record(404, None, None, Duration::from_micros(10));
+        s.record(418, Some(1), Some(1), Duration::from_secs(20));
+        let mut series = s.series();
+        series.sort_unstable();
+        assert_eq!(series, vec![(200, 0, 1, 2), (404, 2, 2, 1), (418, 1, 1, 1)]);
+        assert_eq!(s.count.load(Ordering::Relaxed), 4);
+        // 10 µs and 3 ms fall in the first buckets, 20 s in none (only +Inf).
+        let buckets: u64 = s.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+        assert_eq!(buckets, 3);
+    }
+}
