@@ -130,6 +130,11 @@ impl GatewayProc {
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(config, env, &[]).await
+    }
+
+    /// Starts with extra environment and extra arguments after `run -c FILE`.
+    pub async fn start_with(config: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let text = config
@@ -143,6 +148,7 @@ impl GatewayProc {
         cmd.arg("run")
             .arg("-c")
             .arg(&config_path)
+            .args(args)
             .env("RUST_LOG", "info,access=off")
             .stdout(Stdio::null())
             .stderr(log);
@@ -162,6 +168,9 @@ impl GatewayProc {
         gw
     }
 
+    /// Waits until the data-plane port accepts connections: only pingora's
+    /// listener does (unitgate's bind check never listens), and a probe
+    /// request would count as traffic on the backends.
     async fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -191,6 +200,20 @@ impl GatewayProc {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
+    }
+
+    /// An admin API request with the test token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.admin_url(path))
+            .bearer_auth("test-token")
+    }
+
+    /// The Prometheus exposition from `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.send(self.client.get(self.admin_url("/metrics")))
+            .await
+            .body
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -362,4 +385,13 @@ read_timeout_ms = 2000
 /// instances (more service tables, then routes).
 pub fn simple_config(instances: &str, extra: &str) -> String {
     two_units_config("grace_period_secs = 3", "", instances, "", extra)
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in a
+/// Prometheus text exposition.
+pub fn metric(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
 }

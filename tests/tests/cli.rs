@@ -203,7 +203,8 @@ async fn admin_health_readiness_and_auth() {
     let r = gw
         .send(get("/admin/v1/status").bearer_auth("test-token"))
         .await;
-    assert_eq!(r.status, 501, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["unit"], "A");
 }
 
 #[tokio::test(flavor = "multi_thread")]
