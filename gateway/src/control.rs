@@ -187,12 +187,17 @@ impl ControlPlane {
             return Ok(false);
         }
         let restart = restart_keys(&a.raw, &config.raw);
+        let raw = config.raw.clone();
+        let next = match self.build(config) {
+            Ok(n) => n,
+            Err(errors) => return Err(self.record_failure(&mut a, source, errors)),
+        };
         if !restart.is_empty() {
             tracing::warn!(keys = ?restart, "config change needs a restart to take effect; the rest is applied");
         }
-        a.raw = config.raw.clone();
+        a.raw = raw;
         a.etag = etag_of(&a.raw);
-        self.swap(config);
+        self.swap(next);
         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
         a.last_reload = Some(self.report(source, "ok", vec![], restart));
         tracing::info!(source, etag = %a.etag, "config reloaded");
@@ -248,6 +253,7 @@ impl ControlPlane {
         let config = unitgate_config::validate(&raw, &self.base_dir)
             .map_err(|e| ChangeError::Invalid(lines(&e)))?;
         let restart = restart_keys(&a.raw, &raw);
+        let next = self.build(config).map_err(ChangeError::Invalid)?;
         if let Some(path) = &self.path {
             let text =
                 toml::to_string_pretty(&raw).map_err(|e| ChangeError::Persist(e.to_string()))?;
@@ -260,15 +266,19 @@ impl ControlPlane {
         }
         a.raw = raw;
         a.etag = etag_of(&a.raw);
-        self.swap(config);
+        self.swap(next);
         tracing::info!(etag = %a.etag, "admin change applied");
         Ok((a.raw.clone(), a.etag.clone()))
     }
 
-    /// Builds the new snapshot on top of the running one and swaps it in.
-    fn swap(&self, config: unitgate_config::Config) {
+    /// Builds the new snapshot on top of the running one, without swapping.
+    fn build(&self, config: unitgate_config::Config) -> Result<Arc<Snapshot>, Vec<String>> {
         let prev = self.snapshot.load_full();
-        let next = Arc::new(Snapshot::build(config, Some(&prev)));
+        Snapshot::build(config, Some(&prev)).map(Arc::new)
+    }
+
+    /// Swaps a built snapshot in and starts its health checks.
+    fn swap(&self, next: Arc<Snapshot>) {
         self.snapshot.store(next.clone());
         self.health.ensure(&next);
     }

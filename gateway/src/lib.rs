@@ -11,6 +11,7 @@ pub mod control;
 pub mod demo;
 pub mod echo;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;

@@ -77,6 +77,14 @@ fn main() -> ExitCode {
     let _log_guard = init_logging(cli.log_format);
     match cli.command {
         Command::Check { config } => match unitgate_config::load(&config) {
+            Ok(c) if unitgate::snapshot::verifiers(&c).is_err() => {
+                let errors = unitgate::snapshot::verifiers(&c).err().unwrap_or_default();
+                for e in &errors {
+                    eprintln!("{}: {e}", config.display());
+                }
+                eprintln!("{}: {} error(s)", config.display(), errors.len());
+                ExitCode::FAILURE
+            }
             Ok(c) => {
                 println!(
                     "{}: ok ({} units, {} services, {} routes)",

@@ -275,19 +275,15 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
             "unitgate_write_forbidden_total{{route=\"{}\"}} {n}",
             r.name
         );
-        let mut scopes: Vec<&str> = r
-            .rate_limits
-            .iter()
-            .map(|l| match l.scope {
-                LimitScope::Local => "local",
-                LimitScope::Global => "global",
-            })
-            .collect();
-        scopes.dedup();
-        for scope in scopes {
+        for (i, scope) in [LimitScope::Local, LimitScope::Global].iter().enumerate() {
+            if !r.rate_limits.iter().any(|l| l.scope == *scope) {
+                continue;
+            }
+            let name = if i == 0 { "local" } else { "global" };
+            let n = state.counters.rate_limited[i].load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
-                "unitgate_rate_limited_total{{route=\"{}\",scope=\"{scope}\"}} 0",
+                "unitgate_rate_limited_total{{route=\"{}\",scope=\"{name}\"}} {n}",
                 r.name
             );
         }
@@ -313,16 +309,14 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
         "The shard map's epoch.",
     );
     let _ = writeln!(out, "unitgate_config_epoch {}", snap.config.routing.epoch);
-    if snap.config.redis.is_some() {
-        header(
-            &mut out,
-            "unitgate_redis_up",
-            "gauge",
-            "1 while the Redis of global limits answers.",
-        );
-        // Global limits (and the Redis client) arrive with the rate-limit release.
-        let _ = writeln!(out, "unitgate_redis_up 0");
-    }
+    header(
+        &mut out,
+        "unitgate_redis_up",
+        "gauge",
+        "1 while the Redis of global limits answers (0 without [redis]).",
+    );
+    let up = snap.redis.as_ref().is_some_and(|r| r.is_up());
+    let _ = writeln!(out, "unitgate_redis_up {}", u8::from(up));
     out
 }
 

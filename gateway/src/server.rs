@@ -8,6 +8,7 @@
 
 use crate::control::{ChangeError, ControlPlane};
 use crate::health::{HealthService, HealthSupervisor};
+use crate::limits::LimitsService;
 use crate::proxy::ctx::INFLIGHT;
 use crate::proxy::Gateway;
 use crate::snapshot::{SharedSnapshot, Snapshot};
@@ -38,6 +39,8 @@ pub enum StartError {
     },
     #[error("cannot start the server: {0}")]
     Server(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Runs the gateway until it is told to stop. Blocks the calling thread.
@@ -70,7 +73,8 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), Start
     let threads = config.gateway.threads;
     let grace = config.gateway.grace_period;
     let listen = config.gateway.listen.clone();
-    let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, None)));
+    let first = Snapshot::build(config, None).map_err(|e| StartError::Config(e.join("\n")))?;
+    let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
     let health = Arc::new(HealthSupervisor::new(snapshot.clone()));
     let control = Arc::new(ControlPlane::new(snapshot.clone(), path, health.clone()));
 
@@ -101,6 +105,10 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), Start
     server.add_service(background_service(
         "config reload",
         ReloadService(control.clone()),
+    ));
+    server.add_service(background_service(
+        "rate limits",
+        LimitsService(snapshot.clone()),
     ));
     if let Some((listener, token)) = admin {
         let admin = AdminService {

@@ -6,6 +6,7 @@
 //! from. Requests load it once (an `Arc` clone) and finish on it even if a
 //! newer one is swapped in meanwhile.
 
+use crate::limits::Limiter;
 use crate::metrics::RequestStats;
 use crate::pool::{PrevPools, ServicePools};
 use crate::router::Router;
@@ -17,12 +18,19 @@ use std::sync::Arc;
 use unitgate_config::{Config, Outlier, ServiceId, UnitId, UnitState};
 use unitgate_plugins::breaker::State as BreakerState;
 use unitgate_plugins::fallback::{FallbackResponse, Reason};
+use unitgate_plugins::jwt::Verifier;
+use unitgate_plugins::ratelimit::global::GlobalLimits;
 
 pub struct Snapshot {
     pub config: Config,
     pub router: Router,
     pub unit: UnitRouting,
     pub services: Vec<ServiceState>,
+    /// JWT verifiers, in `config.jwt` order (keys parsed at load).
+    pub jwt: Vec<Verifier>,
+    /// The Redis of global limits, when configured; kept across reloads
+    /// while `[redis]` is unchanged.
+    pub redis: Option<Arc<GlobalLimits>>,
     /// Per route, in route order.
     pub routes: Vec<RouteState>,
     /// Unit names as `HeaderValue`-ready strings, indexed by unit id.
@@ -32,6 +40,8 @@ pub struct Snapshot {
 /// Run-time state of one route.
 pub struct RouteState {
     pub fallback: Option<FallbackResponse>,
+    /// The route's rate limits, in config order.
+    pub limiters: Vec<Limiter>,
     /// Kept across reloads while the route keeps its name.
     pub counters: Arc<RouteCounters>,
 }
@@ -43,6 +53,8 @@ pub struct RouteCounters {
     /// Degraded responses by reason ([`Reason::index`]).
     pub degraded: [AtomicU64; Reason::ALL.len()],
     pub write_forbidden: AtomicU64,
+    /// Refused by a rate limit: [local, global].
+    pub rate_limited: [AtomicU64; 2],
     /// Requests by code and units, durations (unit indices of the snapshot
     /// they were made for: kept only while the unit list is unchanged).
     pub requests: RequestStats,
@@ -54,6 +66,7 @@ impl RouteCounters {
             inflight: AtomicU32::new(0),
             degraded: Default::default(),
             write_forbidden: AtomicU64::new(0),
+            rate_limited: Default::default(),
             requests: RequestStats::new(units),
         }
     }
@@ -156,7 +169,12 @@ impl Snapshot {
     /// state is carried over by stable names: health registries, unit pools
     /// with their breakers and ejections (see [`ServicePools::build`]), route
     /// counters by route name, crossing counts while the units are the same.
-    pub fn build(config: Config, prev: Option<&Snapshot>) -> Self {
+    ///
+    /// Fails (with every error) when a JWT key cannot be parsed: the one part
+    /// of validation that needs the crypto libraries, so it is not in the
+    /// config crate.
+    pub fn build(config: Config, prev: Option<&Snapshot>) -> Result<Self, Vec<String>> {
+        let jwt = verifiers(&config)?;
         let router = Router::new(&config.routes);
         let unit_names: Vec<Arc<str>> = config
             .units
@@ -205,29 +223,67 @@ impl Snapshot {
                 }
             })
             .collect();
+        let redis = config.redis.as_ref().and_then(|cfg| {
+            let kept = prev
+                .and_then(|p| p.redis.clone())
+                .filter(|r| r.config() == cfg);
+            kept.or_else(|| match GlobalLimits::new(cfg) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!("global limits disabled: {e}");
+                    None
+                }
+            })
+        });
         let routes = config
             .routes
             .iter()
             .map(|r| RouteState {
                 fallback: r.fallback.as_ref().map(FallbackResponse::new),
+                limiters: Limiter::build_all(
+                    r,
+                    redis.as_deref(),
+                    prev.and_then(|p| {
+                        Some(p.routes[p.config.route_id(&r.name)?].limiters.as_slice())
+                    }),
+                ),
                 counters: prev
                     .filter(|_| same_units)
                     .and_then(|p| Some(p.routes[p.config.route_id(&r.name)?].counters.clone()))
                     .unwrap_or_else(|| Arc::new(RouteCounters::new(units))),
             })
             .collect();
-        Snapshot {
+        Ok(Snapshot {
             unit: UnitRouting::new(&config),
             config,
             router,
             services,
+            jwt,
+            redis,
             routes,
             unit_names,
-        }
+        })
     }
 
     pub fn service(&self, id: ServiceId) -> &ServiceState {
         &self.services[id]
+    }
+}
+
+/// Parses every JWT verifier's keys; `unitgate check` calls this too.
+pub fn verifiers(config: &Config) -> Result<Vec<Verifier>, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for v in &config.jwt {
+        match Verifier::new(v) {
+            Ok(verifier) => out.push(verifier),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
     }
 }
 

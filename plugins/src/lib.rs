@@ -1,5 +1,5 @@
-//! unitgate request plugins: circuit breaking, outlier ejection and degraded
-//! fallbacks now; rate limiting and JWT with their release.
+//! unitgate request plugins: rate limiting (local and global), JWT
+//! verification, circuit breaking, outlier ejection and degraded fallbacks.
 //!
 //! Each plugin is a small module with its own typed config (validated by
 //! `unitgate-config` at load) that returns an explicit decision. Plugins know
@@ -9,4 +9,6 @@
 
 pub mod breaker;
 pub mod fallback;
+pub mod jwt;
 pub mod outlier;
+pub mod ratelimit;

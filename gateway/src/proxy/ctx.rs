@@ -24,6 +24,10 @@ pub struct RequestCtx {
     pub attempts: AttemptCtx,
     /// Why the answer was degraded, when it was.
     pub degraded: Option<unitgate_plugins::fallback::Reason>,
+    /// Refused by a rate limit.
+    pub limited: bool,
+    /// The admitting verdict with the least room left, for `RateLimit-*`.
+    pub rate: Option<unitgate_plugins::ratelimit::Verdict>,
     _inflight: InflightGuard,
 }
 
@@ -100,6 +104,8 @@ impl RequestCtx {
             unit: None,
             attempts: AttemptCtx::default(),
             degraded: None,
+            limited: false,
+            rate: None,
             _inflight: InflightGuard::new(),
         }
     }

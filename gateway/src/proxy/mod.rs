@@ -12,6 +12,7 @@ pub mod request;
 pub mod respond;
 mod upstream;
 
+use crate::limits::{self, Checked, LimitInput};
 use crate::router::Match;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use async_trait::async_trait;
@@ -23,7 +24,9 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use respond::{send_degraded, send_error, ErrorCode};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use unitgate_config::LimitScope;
 use unitgate_plugins::fallback::Reason;
+use unitgate_plugins::jwt::{bearer_token, Claims, JwtError};
 
 /// Seconds a client should wait before retrying a write to a frozen slot.
 const WRITE_FREEZE_RETRY_AFTER: &str = "5";
@@ -48,6 +51,30 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Verifies the request's bearer token with verifier `j`; on success sets the
+/// `forward_claims` headers, after removing any the client sent itself.
+fn authenticate(snap: &Snapshot, j: usize, session: &mut Session) -> Result<Claims, JwtError> {
+    let verifier = &snap.jwt[j];
+    let token = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .ok_or(JwtError::Missing)?;
+    let claims = verifier.verify(token, unix_now())?;
+    let req = session.req_header_mut();
+    for (_, header) in &snap.config.jwt[j].forward_claims {
+        req.remove_header(header.as_str());
+    }
+    for (header, value) in verifier.forwarded(&claims) {
+        if let Err(e) = req.insert_header(header, value) {
+            tracing::debug!("claim header not forwarded: {e}");
+        }
+    }
+    Ok(claims)
 }
 
 fn is_read_method(req: &RequestHeader) -> bool {
@@ -98,12 +125,41 @@ impl ProxyHttp for Gateway {
             crate::unit::strip_unit_headers(session.req_header_mut());
         }
 
-        // 4. routing key, slot, home and placement units, cookie.
+        // 3. authenticate: a valid token from the route's verifier.
         let route = &snap.config.routes[id];
+        let claims = match route.jwt {
+            None => None,
+            Some(j) => match authenticate(&snap, j, session) {
+                Ok(claims) => Some(claims),
+                Err(e) => {
+                    let challenge = match e {
+                        JwtError::Missing => "Bearer",
+                        _ => "Bearer error=\"invalid_token\"",
+                    };
+                    let msg = format!("a valid bearer token is required: {}", e.describe());
+                    send_error(
+                        session,
+                        ctx,
+                        ErrorCode::Unauthorized,
+                        &msg,
+                        &[("www-authenticate", challenge)],
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+            },
+        };
+
+        // 4. routing key, slot, home and placement units, cookie.
         let req = session.req_header();
-        let unit = snap
-            .unit
-            .decide(&snap.config, req, route.placement, trusted, unix_now());
+        let unit = snap.unit.decide(
+            &snap.config,
+            req,
+            route.placement,
+            trusted,
+            claims.as_ref(),
+            unix_now(),
+        );
         let hash_key = match snap.config.services[route.service].lb {
             unitgate_config::LbPolicy::ConsistentHash => match (&unit.key, ctx.client_ip) {
                 (Some(k), _) => k.as_bytes().to_vec(),
@@ -140,8 +196,54 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
 
-        // 7. in-flight guard: shed at once, never queue.
+        // 6. rate limits, in listed order.
         let snap = snapshot_of(&ctx.snapshot)?.clone();
+        let limiters = &snap.routes[id].limiters;
+        if !limiters.is_empty() {
+            let req = session.req_header();
+            let header = |name: &str| {
+                req.headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let input = LimitInput {
+                routing_key: ctx.unit.as_ref().and_then(|u| u.key.as_deref()),
+                client_ip: ctx.client_ip,
+                header: &header,
+            };
+            match limits::check(&snap, limiters, &input).await {
+                Checked::Admitted(verdict) => ctx.rate = verdict,
+                Checked::Refused(v, scope) => {
+                    let i = usize::from(scope == LimitScope::Global);
+                    snap.routes[id].counters.rate_limited[i]
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ctx.limited = true;
+                    let (limit, remaining, reset, retry) = (
+                        v.limit.to_string(),
+                        v.remaining.to_string(),
+                        v.reset_secs.to_string(),
+                        v.retry_after_secs.max(1).to_string(),
+                    );
+                    send_error(
+                        session,
+                        ctx,
+                        ErrorCode::RateLimited,
+                        "rate limit exceeded; retry later",
+                        &[
+                            ("retry-after", &retry),
+                            ("ratelimit-limit", &limit),
+                            ("ratelimit-remaining", &remaining),
+                            ("ratelimit-reset", &reset),
+                        ],
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+            }
+        }
+
+        // 7. in-flight guard: shed at once, never queue.
         let max = snap.config.routes[id].max_inflight;
         if max > 0 {
             let state = &snap.routes[id];
@@ -330,6 +432,11 @@ impl ProxyHttp for Gateway {
         if !resp.headers.contains_key("x-request-id") {
             resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         }
+        if let Some(v) = ctx.rate {
+            resp.insert_header("ratelimit-limit", v.limit.to_string())?;
+            resp.insert_header("ratelimit-remaining", v.remaining.to_string())?;
+            resp.insert_header("ratelimit-reset", v.reset_secs.to_string())?;
+        }
         if let Some(unit) = &ctx.unit {
             if let Some(cookie) = &unit.set_cookie {
                 resp.append_header("set-cookie", cookie.as_str())?;
@@ -455,7 +562,7 @@ impl ProxyHttp for Gateway {
             crossed = unit.zip(ctx.attempts.served).is_some_and(|(u, s)| u.placement != s),
             attempts = ctx.attempts.count,
             degraded = ctx.degraded.map(Reason::as_str),
-            limited = false,
+            limited = ctx.limited,
             error = e.map(|e| e.to_string()),
         );
     }

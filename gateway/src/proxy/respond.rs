@@ -13,7 +13,9 @@ use unitgate_plugins::fallback::{FallbackResponse, Reason};
 pub enum ErrorCode {
     NoRoute,
     MethodNotAllowed,
+    Unauthorized,
     WriteForbidden,
+    RateLimited,
     Unavailable,
     UpstreamTimeout,
     BadGateway,
@@ -24,7 +26,9 @@ impl ErrorCode {
         match self {
             ErrorCode::NoRoute => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Unauthorized => 401,
             ErrorCode::WriteForbidden => 503,
+            ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::BadGateway => 502,
@@ -35,7 +39,9 @@ impl ErrorCode {
         match self {
             ErrorCode::NoRoute => "no_route",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::WriteForbidden => "write_forbidden",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::BadGateway => "bad_gateway",

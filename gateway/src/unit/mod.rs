@@ -14,6 +14,7 @@ use pingora::http::RequestHeader;
 use slot::SlotTable;
 use std::net::IpAddr;
 use unitgate_config::{Config, KeySource, Placement, UnitId};
+use unitgate_plugins::jwt::Claims;
 
 /// Per-snapshot unit-routing tables.
 pub struct UnitRouting {
@@ -60,10 +61,11 @@ impl UnitRouting {
         req: &RequestHeader,
         placement: Placement,
         trusted: bool,
+        claims: Option<&Claims>,
         now: u64,
     ) -> UnitCtx {
         let routing = &config.routing;
-        let key = routing_key(req, &routing.key);
+        let key = routing_key(req, &routing.key, claims);
         let cookie: Option<RouteCookie> = self.cookies.as_ref().and_then(|jar| {
             let value = cookie_value(req, &jar.name)?;
             jar.verify(value, now, routing.slots)
@@ -126,11 +128,20 @@ pub fn strip_unit_headers(req: &mut RequestHeader) {
 }
 
 /// The routing key: the first configured source with a non-empty value.
-/// `jwt:` sources yield nothing until token verification provides claims.
-pub fn routing_key(req: &RequestHeader, sources: &[KeySource]) -> Option<String> {
+/// `jwt:<claim>` reads the claims of a verified token only (`claims` is
+/// `None` on routes without `jwt`).
+pub fn routing_key(
+    req: &RequestHeader,
+    sources: &[KeySource],
+    claims: Option<&Claims>,
+) -> Option<String> {
     sources.iter().find_map(|src| {
         let v = match src {
-            KeySource::Jwt(_) => None,
+            KeySource::Jwt(claim) => {
+                return claims
+                    .and_then(|c| c.get_str(claim))
+                    .filter(|s| !s.is_empty());
+            }
             KeySource::Header(name) => req
                 .headers
                 .get(name.as_str())
@@ -210,12 +221,15 @@ mod tests {
             KeySource::Cookie("uid".into()),
             KeySource::Query("uid".into()),
         ];
-        assert_eq!(routing_key(&req, &sources).as_deref(), Some("c1"));
+        assert_eq!(routing_key(&req, &sources, None).as_deref(), Some("c1"));
         req.insert_header("x-user-id", "h1").expect("valid");
-        assert_eq!(routing_key(&req, &sources).as_deref(), Some("h1"));
-        assert_eq!(routing_key(&req, &sources[3..]).as_deref(), Some("q1"));
+        assert_eq!(routing_key(&req, &sources, None).as_deref(), Some("h1"));
+        assert_eq!(
+            routing_key(&req, &sources[3..], None).as_deref(),
+            Some("q1")
+        );
         req.insert_header("x-user-id", "").expect("valid");
-        assert_eq!(routing_key(&req, &sources[1..2]), None);
+        assert_eq!(routing_key(&req, &sources[1..2], None), None);
     }
 
     #[test]
@@ -227,7 +241,7 @@ mod tests {
         assert_eq!(percent_decode("%FF"), "%FF", "not UTF-8: kept as written");
         let req = RequestHeader::build("GET", b"/x?uid=Zo%C3%AB", None).expect("valid");
         let sources = [KeySource::Query("uid".into())];
-        assert_eq!(routing_key(&req, &sources).as_deref(), Some("Zoë"));
+        assert_eq!(routing_key(&req, &sources, None).as_deref(), Some("Zoë"));
     }
 
     #[test]
