@@ -395,3 +395,65 @@ pub fn metric(exposition: &str, series: &str) -> Option<f64> {
         (name == series).then(|| value.parse().ok())?
     })
 }
+
+/// A real `redis-server` on a free 127.0.0.1 port, no persistence; killed on drop.
+pub struct RedisProc {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisProc {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let mut r = RedisProc { port, child: None };
+        r.restart().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL: a crash, not a shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and waits for PING.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        eventually(
+            "redis-server answers PING",
+            Duration::from_secs(10),
+            || async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()?;
+                s.write_all(b"PING\r\n").await.ok()?;
+                let mut buf = [0u8; 7];
+                s.read_exact(&mut buf).await.ok()?;
+                (&buf == b"+PONG\r\n").then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
