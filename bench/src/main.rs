@@ -8,6 +8,7 @@
 //! run is bounded in time, and every process it starts is stopped on exit.
 
 mod contender;
+mod floor;
 mod nginx;
 mod procs;
 mod report;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::contender::{Contender, Direct, StartCtx, Started};
+use crate::floor::{self, Floor};
 use crate::nginx::{self, NginxProxy};
 use crate::report::{self, Machine, Report};
 use crate::scenarios::{self, Pinning, Scenario};
@@ -34,6 +35,9 @@ pub struct PlainArgs {
     /// target/release/unitgate in the current directory or a parent).
     #[arg(long, value_name = "PATH")]
     pub unitgate: Option<PathBuf>,
+    /// The bare-pingora floor binary (default: `unitgate-floor` beside this binary).
+    #[arg(long, value_name = "PATH")]
+    pub floor: Option<PathBuf>,
     /// Also run `unitgate-sharded`: sharded placement over two units, every
     /// request with a user key and a valid signed routing cookie, so the
     /// whole unit-routing path runs (compare with plain `unitgate`).
@@ -78,6 +82,14 @@ pub fn run(args: &PlainArgs) -> Result<()> {
             nginx: nginx_bin.clone(),
         }),
     ];
+    match floor::locate(args.floor.as_deref())? {
+        Some(bin) => contenders.push(Box::new(Floor { bin })),
+        None => {
+            let msg = "no unitgate-floor binary beside unitgate-bench (cargo build --release -p unitgate-bench); floor left out";
+            eprintln!("bench: warning: {msg}");
+            notes.push(msg.to_owned());
+        }
+    }
     if !args.no_unitgate {
         match unitgate::locate(args.unitgate.as_deref())? {
             Some(bin) => {

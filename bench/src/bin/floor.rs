@@ -1,0 +1,54 @@
+//! `unitgate-floor`: the bare pingora proxy the bench measures unitgate
+//! against — one upstream, no routing, no features — built with the same
+//! allocator and release profile as unitgate, so the difference between the
+//! two is what unitgate's features cost.
+//!
+//! `unitgate-floor LISTEN UPSTREAM`, e.g. `unitgate-floor 127.0.0.1:8081 127.0.0.1:8080`.
+
+use async_trait::async_trait;
+use pingora::prelude::{HttpPeer, ProxyHttp, Result, Session};
+use pingora::proxy::ProxyServiceBuilder;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Floor {
+    upstream: SocketAddr,
+}
+
+#[async_trait]
+impl ProxyHttp for Floor {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(listen), Some(upstream)) = (args.get(1), args.get(2).and_then(|u| u.parse().ok()))
+    else {
+        eprintln!("usage: unitgate-floor LISTEN UPSTREAM (both IP:port)");
+        return ExitCode::FAILURE;
+    };
+    let conf = ServerConf {
+        threads: 1,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Floor { upstream }).build();
+    proxy.add_tcp(listen);
+    server.add_service(proxy);
+    server.run(RunArgs::default());
+    ExitCode::SUCCESS
+}
