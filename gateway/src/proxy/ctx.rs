@@ -60,8 +60,6 @@ pub struct AttemptCtx {
     pub tried: Vec<SocketAddr>,
     /// The instance of the attempt under way.
     pub current: Option<(UnitId, SocketAddr)>,
-    /// The unit that served (or last tried to serve) the request.
-    pub served: Option<UnitId>,
     /// The sibling this request last crossed to (counted once per unit).
     pub crossed_to: Option<UnitId>,
     /// The current attempt is a half-open circuit's probe.
@@ -108,6 +106,13 @@ impl RequestCtx {
             rate: None,
             _inflight: InflightGuard::new(),
         }
+    }
+}
+
+impl AttemptCtx {
+    /// The unit that served (or last tried to serve) the request.
+    pub fn served(&self) -> Option<UnitId> {
+        self.current.map(|(unit, _)| unit)
     }
 }
 

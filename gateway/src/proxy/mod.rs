@@ -371,7 +371,7 @@ impl ProxyHttp for Gateway {
             let names = &snap.unit_names;
             upstream.insert_header("x-unit-home", &*names[unit.home])?;
             upstream.insert_header("x-unit-slot", unit.slot.to_string())?;
-            upstream.insert_header("x-unit-epoch", snap.config.routing.epoch.to_string())?;
+            upstream.insert_header("x-unit-epoch", snap.unit.epoch_header.as_str())?;
             upstream.insert_header("x-unit-served", &*names[served])?;
             upstream.insert_header("x-unit-hops", (unit.hops + 1).to_string())?;
             // Otherwise a trusted peer's mark (already in the copied
@@ -444,7 +444,7 @@ impl ProxyHttp for Gateway {
             if let Some(snap) = &ctx.snapshot {
                 if snap.config.gateway.expose_unit_headers {
                     resp.insert_header("x-unit-home", &*snap.unit_names[unit.home])?;
-                    if let Some(served) = ctx.attempts.served {
+                    if let Some(served) = ctx.attempts.served() {
                         resp.insert_header("x-unit-served", &*snap.unit_names[served])?;
                     }
                 }
@@ -526,7 +526,7 @@ impl ProxyHttp for Gateway {
             snap.routes[rc.id].counters.requests.record(
                 status,
                 ctx.unit.as_ref().map(|u| u.home),
-                ctx.attempts.served,
+                ctx.attempts.served(),
                 ctx.started.elapsed(),
             );
         }
@@ -557,9 +557,9 @@ impl ProxyHttp for Gateway {
             status,
             duration_ms,
             home_unit = name(unit.map(|u| u.home)),
-            served_unit = name(ctx.attempts.served),
+            served_unit = name(ctx.attempts.served()),
             slot = unit.map(|u| u.slot),
-            crossed = unit.zip(ctx.attempts.served).is_some_and(|(u, s)| u.placement != s),
+            crossed = unit.zip(ctx.attempts.served()).is_some_and(|(u, s)| u.placement != s),
             attempts = ctx.attempts.count,
             degraded = ctx.degraded.map(Reason::as_str),
             limited = ctx.limited,

@@ -57,7 +57,6 @@ pub fn pick_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         attempts.current = Some((u, addr));
         attempts.probe = admission == Admission::Probe;
         attempts.recorded = false;
-        attempts.served = Some(u);
         attempts.count += 1;
         if u != unit.placement && attempts.crossed_to != Some(u) {
             attempts.crossed_to = Some(u);

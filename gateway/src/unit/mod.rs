@@ -20,6 +20,8 @@ use unitgate_plugins::jwt::Claims;
 pub struct UnitRouting {
     pub slots: SlotTable,
     pub cookies: Option<CookieJar>,
+    /// `routing.epoch` as sent in `x-unit-epoch`, formatted once.
+    pub epoch_header: String,
     trusted_peers: Vec<IpNet>,
 }
 
@@ -46,6 +48,7 @@ impl UnitRouting {
         UnitRouting {
             slots: SlotTable::new(config),
             cookies: CookieJar::new(&config.routing),
+            epoch_header: config.routing.epoch.to_string(),
             trusted_peers: config.gateway.trusted_peers.clone(),
         }
     }
