@@ -216,6 +216,12 @@ impl GatewayProc {
             .body
     }
 
+    /// GET `path` as user `user` (the `x-user-id` routing key).
+    pub async fn get_as(&self, user: &str, path: &str) -> Reply {
+        self.send(self.client.get(self.url(path)).header("x-user-id", user))
+            .await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(self.client.get(self.url(path))).await
     }

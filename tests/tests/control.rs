@@ -53,14 +53,7 @@ impl Fixture {
     }
 
     async fn user(&self, user: &str, path: &str) -> unitgate_tests::Reply {
-        self.gw
-            .send(
-                self.gw
-                    .client
-                    .get(self.gw.url(path))
-                    .header("x-user-id", user),
-            )
-            .await
+        self.gw.get_as(user, path).await
     }
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use unitgate_tests::{
     backend, eventually, metric, try_send, two_units_config, EchoServer, GatewayProc, RedisProc,
-    Reply,
 };
 
 fn config(a: &EchoServer, limits: &str, redis: &str) -> String {
@@ -14,11 +13,6 @@ fn config(a: &EchoServer, limits: &str, redis: &str) -> String {
         "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\nservice = \"echo\"\nplacement = \"local\"\n{limits}\n{redis}"
     );
     two_units_config("", "", &format!("A = [\"{}\"]", a.addr), "", &routes)
-}
-
-async fn as_user(gw: &GatewayProc, user: &str) -> Reply {
-    gw.send(gw.client.get(gw.url("/x")).header("x-user-id", user))
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -29,7 +23,7 @@ async fn local_limit_admits_rate_plus_burst_then_429s_with_headers() {
     let mut statuses = Vec::new();
     let mut last_ok = None;
     for _ in 0..9 {
-        let r = as_user(&gw, "u1").await;
+        let r = gw.get_as("u1", "/x").await;
         statuses.push(r.status);
         if r.status == 200 {
             last_ok = Some(r);
@@ -63,7 +57,7 @@ async fn local_limit_admits_rate_plus_burst_then_429s_with_headers() {
     assert_eq!(ok.header("ratelimit-remaining"), Some("0"));
     assert_eq!(a.served(), 8, "refused requests never reach the backend");
     // Another user has a bucket of its own.
-    assert_eq!(as_user(&gw, "u2").await.status, 200);
+    assert_eq!(gw.get_as("u2", "/x").await.status, 200);
     let m = gw.metrics().await;
     assert_eq!(
         metric(

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use unitgate_tests::{
     backend, client, dead_addr, eventually, instance_list, try_send, two_units_config, GatewayProc,
-    Reply,
 };
 
 /// The harness's two-unit topology with the given instances of "echo".
@@ -42,11 +41,6 @@ async fn health_of(gw: &GatewayProc, unit: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no unit {unit} in {units}"))
 }
 
-async fn as_user(gw: &GatewayProc, user: &str, path: &str) -> Reply {
-    gw.send(gw.client.get(gw.url(path)).header("x-user-id", user))
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn erroring_instance_is_ejected_then_returns() {
     let (a1, a2) = (backend("A", "a1").await, backend("A", "a2").await);
@@ -55,7 +49,7 @@ async fn erroring_instance_is_ejected_then_returns() {
     a1.set_status(500);
     let mut errors = 0;
     for _ in 0..30 {
-        let r = as_user(&gw, "42", "/x").await;
+        let r = gw.get_as("42", "/x").await;
         if r.status == 500 {
             errors += 1;
         }
@@ -80,7 +74,7 @@ async fn erroring_instance_is_ejected_then_returns() {
         "a1 back after its ejection",
         Duration::from_secs(3),
         || async {
-            as_user(&gw, "42", "/x").await;
+            gw.get_as("42", "/x").await;
             (a1.served() > 3).then_some(())
         },
     )
@@ -99,7 +93,7 @@ async fn the_last_instance_is_never_ejected() {
     let gw = GatewayProc::start(&config(&[a1.addr], &[], outlier, ROUTE)).await;
     a1.set_status(500);
     for _ in 0..5 {
-        let r = as_user(&gw, "42", "/x").await;
+        let r = gw.get_as("42", "/x").await;
         assert_eq!(r.status, 500, "the instance keeps serving: {}", r.body);
     }
     assert_eq!(a1.served(), 5);
@@ -118,14 +112,14 @@ async fn unit_answering_errors_is_abandoned_through_its_circuit_then_recovers() 
         ROUTE,
     ))
     .await;
-    assert_eq!(as_user(&gw, "42", "/x").await.unit(), "A");
+    assert_eq!(gw.get_as("42", "/x").await.unit(), "A");
     a1.set_status(500);
     a2.set_status(500);
 
     let t0 = Instant::now();
     let mut errors = 0;
     let switched = loop {
-        let r = as_user(&gw, "42", "/x").await;
+        let r = gw.get_as("42", "/x").await;
         if r.status == 200 {
             break r;
         }
@@ -146,7 +140,7 @@ async fn unit_answering_errors_is_abandoned_through_its_circuit_then_recovers() 
     assert_eq!(switched.json()["headers"]["x-unit-crossed-from"], "A");
     let served_a = a1.served() + a2.served();
     for _ in 0..10 {
-        assert_eq!(as_user(&gw, "42", "/x").await.unit(), "B");
+        assert_eq!(gw.get_as("42", "/x").await.unit(), "B");
     }
     assert_eq!(
         a1.served() + a2.served(),
@@ -165,7 +159,7 @@ async fn unit_answering_errors_is_abandoned_through_its_circuit_then_recovers() 
     eventually(
         "A serves its users again",
         Duration::from_secs(4),
-        || async { (as_user(&gw, "42", "/x").await.unit() == "A").then_some(()) },
+        || async { (gw.get_as("42", "/x").await.unit() == "A").then_some(()) },
     )
     .await;
     assert!(
@@ -173,7 +167,7 @@ async fn unit_answering_errors_is_abandoned_through_its_circuit_then_recovers() 
         "closed before open_ms"
     );
     for _ in 0..5 {
-        assert_eq!(as_user(&gw, "42", "/x").await.unit(), "A");
+        assert_eq!(gw.get_as("42", "/x").await.unit(), "A");
     }
     assert_eq!(health_of(&gw, "A").await["circuit"], "closed");
 }
@@ -202,7 +196,7 @@ timeout_ms = 300
 #[tokio::test(flavor = "multi_thread")]
 async fn all_units_dead_serve_the_fallback_or_unavailable() {
     let gw = GatewayProc::start(&config(&[dead_addr()], &[dead_addr()], "", FALLBACK_ROUTES)).await;
-    let r = as_user(&gw, "42", "/fb/items").await;
+    let r = gw.get_as("42", "/fb/items").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, r#"{"items":[],"degraded":true}"#);
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -212,7 +206,7 @@ async fn all_units_dead_serve_the_fallback_or_unavailable() {
     // pingora drops the client connection after a proxy failure: it must say so.
     assert_eq!(r.header("connection"), Some("close"));
 
-    let r = as_user(&gw, "42", "/other").await;
+    let r = gw.get_as("42", "/other").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.header("x-unit-degraded"), Some("no_healthy_unit"));
     let j = r.json();
@@ -233,7 +227,7 @@ async fn fallback_body_can_come_from_a_file() {
     let gw = GatewayProc::start(&config(&[dead_addr()], &[], "", &routes)).await;
     // Removing the file now shows it was read at load, not per request.
     std::fs::remove_file(&body_path).expect("remove");
-    let r = as_user(&gw, "42", "/").await;
+    let r = gw.get_as("42", "/").await;
     assert_eq!((r.status, r.body.as_str()), (503, "<p>come back soon</p>"));
     assert_eq!(r.header("content-type"), Some("text/html"));
 }
@@ -245,7 +239,7 @@ async fn slow_upstream_hits_the_route_timeout() {
     let gw = GatewayProc::start(&config(&[a1.addr], &[], "", FALLBACK_ROUTES)).await;
 
     let t0 = Instant::now();
-    let r = as_user(&gw, "42", "/slow").await;
+    let r = gw.get_as("42", "/slow").await;
     let took = t0.elapsed();
     assert_eq!(r.status, 504, "{}", r.body);
     assert_eq!(r.json()["error"], "upstream_timeout");
@@ -256,7 +250,7 @@ async fn slow_upstream_hits_the_route_timeout() {
     );
 
     let t0 = Instant::now();
-    let r = as_user(&gw, "42", "/fb/slow").await;
+    let r = gw.get_as("42", "/fb/slow").await;
     let took = t0.elapsed();
     assert_eq!(
         (r.status, r.header("x-unit-degraded")),
@@ -304,7 +298,7 @@ async fn inflight_guard_sheds_the_excess_at_once() {
     assert_eq!(a1.served(), 2, "shed requests never reach the backend");
     // The slots are given back: the next request passes.
     a1.set_delay(Duration::ZERO);
-    assert_eq!(as_user(&gw, "42", "/x").await.status, 200);
+    assert_eq!(gw.get_as("42", "/x").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -316,7 +310,7 @@ async fn every_circuit_open_degrades_with_circuit_open() {
     a1.set_status(500);
     b1.set_status(500);
     let r = eventually("both circuits open", Duration::from_secs(5), || async {
-        let r = as_user(&gw, "42", "/fb/x").await;
+        let r = gw.get_as("42", "/fb/x").await;
         (r.header("x-unit-degraded") == Some("circuit_open")).then_some(r)
     })
     .await;

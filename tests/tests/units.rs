@@ -83,14 +83,7 @@ async fn start(routing_extra: &str, gateway_extra: &str) -> Units {
 
 impl Units {
     async fn as_user(&self, user: &str, path: &str) -> Reply {
-        self.gw
-            .send(
-                self.gw
-                    .client
-                    .get(self.gw.url(path))
-                    .header("x-user-id", user),
-            )
-            .await
+        self.gw.get_as(user, path).await
     }
 
     async fn with_cookie(&self, cookie: &str) -> Reply {
