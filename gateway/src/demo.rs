@@ -102,7 +102,10 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let addrs = rx.recv().map_err(|e| e.to_string())??;
 
-    let token = crate::proxy::request::new_request_id();
+    let token = crate::proxy::forward::new_request_id()
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
     let text = config_text(&opts, &addrs, &token);
     let config = unitgate_config::parse(&text, std::path::Path::new("."))
         .map_err(|e| format!("embedded demo config is invalid:\n{e}"))?;

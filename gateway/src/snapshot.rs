@@ -9,6 +9,7 @@
 use crate::limits::Limiter;
 use crate::metrics::RequestStats;
 use crate::pool::{PrevPools, ServicePools};
+use crate::proxy::forward::HeaderValues;
 use crate::router::Router;
 use crate::unit::UnitRouting;
 use arc_swap::ArcSwap;
@@ -33,8 +34,10 @@ pub struct Snapshot {
     pub redis: Option<Arc<GlobalLimits>>,
     /// Per route, in route order.
     pub routes: Vec<RouteState>,
-    /// Unit names as `HeaderValue`-ready strings, indexed by unit id.
+    /// Unit names, indexed by unit id.
     pub unit_names: Vec<Arc<str>>,
+    /// Ready values of the headers the proxy adds.
+    pub headers: HeaderValues,
 }
 
 /// Run-time state of one route.
@@ -255,6 +258,7 @@ impl Snapshot {
             .collect();
         Ok(Snapshot {
             unit: UnitRouting::new(&config),
+            headers: HeaderValues::new(&config),
             config,
             router,
             services,

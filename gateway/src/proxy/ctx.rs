@@ -16,7 +16,7 @@ pub struct RequestCtx {
     pub started: std::time::Instant,
     /// The snapshot this request started on; it finishes on it.
     pub snapshot: Option<Arc<Snapshot>>,
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
     pub client_ip: Option<IpAddr>,
     pub route: Option<RouteCtx>,
     /// Set once the route matched and unit routing decided.
@@ -92,11 +92,16 @@ impl Drop for InflightGuard {
 }
 
 impl RequestCtx {
+    /// The request id as text, for logs and error bodies.
+    pub fn request_id_str(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+
     pub fn new() -> Self {
         RequestCtx {
             started: std::time::Instant::now(),
             snapshot: None,
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static(""),
             client_ip: None,
             route: None,
             unit: None,

@@ -8,6 +8,7 @@
 //! `error_while_proxy` / `fail_to_proxy` on failure -> `logging`, always.
 
 pub mod ctx;
+pub mod forward;
 pub mod request;
 pub mod respond;
 mod upstream;
@@ -345,41 +346,24 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(ip) = ctx.client_ip {
-            let xff = match session.req_header().headers.get("x-forwarded-for") {
-                Some(prev) => format!("{}, {ip}", String::from_utf8_lossy(prev.as_bytes())),
-                None => ip.to_string(),
-            };
-            upstream.insert_header("x-forwarded-for", xff)?;
-        }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        if let Some(h) = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned()
-        {
-            upstream.insert_header("x-forwarded-host", h)?;
-        }
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         let snap = snapshot_of(&ctx.snapshot)?;
-        if let (Some(unit), Some((served, _))) = (&ctx.unit, ctx.attempts.current) {
-            let names = &snap.unit_names;
-            upstream.insert_header("x-unit-home", &*names[unit.home])?;
-            upstream.insert_header("x-unit-slot", unit.slot.to_string())?;
-            upstream.insert_header("x-unit-epoch", snap.unit.epoch_header.as_str())?;
-            upstream.insert_header("x-unit-served", &*names[served])?;
-            upstream.insert_header("x-unit-hops", (unit.hops + 1).to_string())?;
-            // Otherwise a trusted peer's mark (already in the copied
-            // header) stays: the request did cross, one hop earlier.
-            if served != unit.placement {
-                upstream.insert_header("x-unit-crossed-from", &*names[unit.placement])?;
-            }
-        }
+        let values = &snap.headers;
+        let unit = match (&ctx.unit, ctx.attempts.current) {
+            (Some(unit), Some((served, _))) => Some(forward::UnitHeaders {
+                home: values.units[unit.home].clone(),
+                slot: values.slot(unit.slot),
+                epoch: values.epoch.clone(),
+                served: values.units[served].clone(),
+                hops: values.hops(unit.hops + 1),
+                crossed_from: (served != unit.placement)
+                    .then(|| values.units[unit.placement].clone()),
+            }),
+            _ => None,
+        };
         if let Some(rc) = &ctx.route {
             let route = &snap.config.routes[rc.id];
             if route.strip_prefix {
@@ -396,7 +380,14 @@ impl ProxyHttp for Gateway {
                 upstream.set_uri(uri);
             }
         }
-        Ok(())
+        forward::apply(
+            upstream,
+            forward::Added {
+                client_ip: ctx.client_ip,
+                request_id: ctx.request_id.clone(),
+                unit,
+            },
+        )
     }
 
     /// A 502/503/504 from the backend is retried like a failure after send,
@@ -429,27 +420,35 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !resp.headers.contains_key("x-request-id") {
-            resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        }
-        if let Some(v) = ctx.rate {
-            resp.insert_header("ratelimit-limit", v.limit.to_string())?;
-            resp.insert_header("ratelimit-remaining", v.remaining.to_string())?;
-            resp.insert_header("ratelimit-reset", v.reset_secs.to_string())?;
-        }
-        if let Some(unit) = &ctx.unit {
-            if let Some(cookie) = &unit.set_cookie {
-                resp.append_header("set-cookie", cookie.as_str())?;
+        let snap = ctx.snapshot.as_deref();
+        let expose = snap.filter(|s| s.config.gateway.expose_unit_headers);
+        let cookie = match ctx.unit.as_ref().and_then(|u| u.set_cookie.as_deref()) {
+            Some(c) => Some(
+                http::HeaderValue::from_str(c)
+                    .map_err(|e| Error::because(ErrorType::InternalError, "set-cookie", e))?,
+            ),
+            None => None,
+        };
+        forward::edit_response(resp, |h| {
+            use forward::*;
+            if !h.contains_key(&X_REQUEST_ID) {
+                h.insert(X_REQUEST_ID, ctx.request_id.clone());
             }
-            if let Some(snap) = &ctx.snapshot {
-                if snap.config.gateway.expose_unit_headers {
-                    resp.insert_header("x-unit-home", &*snap.unit_names[unit.home])?;
-                    if let Some(served) = ctx.attempts.served() {
-                        resp.insert_header("x-unit-served", &*snap.unit_names[served])?;
-                    }
+            if let Some(v) = ctx.rate {
+                h.insert(RATELIMIT_LIMIT, v.limit.into());
+                h.insert(RATELIMIT_REMAINING, v.remaining.into());
+                h.insert(RATELIMIT_RESET, v.reset_secs.into());
+            }
+            if let Some(cookie) = cookie {
+                h.append(http::header::SET_COOKIE, cookie);
+            }
+            if let (Some(snap), Some(unit)) = (expose, &ctx.unit) {
+                h.insert(X_UNIT_HOME, snap.headers.units[unit.home].clone());
+                if let Some(served) = ctx.attempts.served() {
+                    h.insert(X_UNIT_SERVED, snap.headers.units[served].clone());
                 }
             }
-        }
+        });
         Ok(())
     }
 
@@ -537,7 +536,7 @@ impl ProxyHttp for Gateway {
         let duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
         let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let Some(snap) = &ctx.snapshot else {
-            tracing::info!(target: "access", request_id = %ctx.request_id, client,
+            tracing::info!(target: "access", request_id = ctx.request_id_str(), client,
                 method = %req.method, path = %req.uri.path(), status, duration_ms);
             return;
         };
@@ -549,7 +548,7 @@ impl ProxyHttp for Gateway {
         let unit = ctx.unit.as_ref();
         tracing::info!(
             target: "access",
-            request_id = %ctx.request_id,
+            request_id = ctx.request_id_str(),
             client,
             method = %req.method,
             path = %req.uri.path(),

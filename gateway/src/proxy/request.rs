@@ -1,26 +1,19 @@
 //! Reading what the request path needs from the downstream request header.
 
+use super::forward;
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 use std::borrow::Cow;
-use std::fmt::Write;
 
 /// The inbound `x-request-id` when it is sane, else a new random one.
-pub fn request_id(req: &RequestHeader) -> String {
-    if let Some(v) = req.headers.get("x-request-id") {
-        if let Ok(s) = v.to_str() {
-            if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) {
-                return s.to_owned();
-            }
+pub fn request_id(req: &RequestHeader) -> HeaderValue {
+    if let Some(v) = req.headers.get(&forward::X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic) {
+            return v.clone();
         }
     }
-    new_request_id()
-}
-
-pub fn new_request_id() -> String {
-    let mut s = String::with_capacity(32);
-    // Writing into a String cannot fail.
-    let _ = write!(s, "{:032x}", fastrand::u128(..));
-    s
+    forward::new_request_id()
 }
 
 /// The request's host, lowercase and without port: the URI authority when the

@@ -71,12 +71,12 @@ pub async fn send_error(
     message: &str,
     extra: &[(&'static str, &str)],
 ) -> Result<()> {
-    let body = error_body(code, message, &ctx.request_id);
+    let body = error_body(code, message, ctx.request_id_str());
     let mut resp = ResponseHeader::build(code.status(), Some(4 + extra.len()))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     if !ctx.request_id.is_empty() {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
     }
     if let Some(cookie) = ctx.unit.as_ref().and_then(|u| u.set_cookie.as_deref()) {
         resp.append_header("set-cookie", cookie)?;
@@ -125,7 +125,7 @@ pub async fn send_degraded(
     resp.insert_header("content-length", fb.body.len().to_string())?;
     resp.insert_header("x-unit-degraded", reason.as_str())?;
     if !ctx.request_id.is_empty() {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
     }
     if let Some(cookie) = ctx.unit.as_ref().and_then(|u| u.set_cookie.as_deref()) {
         resp.append_header("set-cookie", cookie)?;

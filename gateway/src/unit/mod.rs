@@ -20,8 +20,6 @@ use unitgate_plugins::jwt::Claims;
 pub struct UnitRouting {
     pub slots: SlotTable,
     pub cookies: Option<CookieJar>,
-    /// `routing.epoch` as sent in `x-unit-epoch`, formatted once.
-    pub epoch_header: String,
     trusted_peers: Vec<IpNet>,
 }
 
@@ -48,7 +46,6 @@ impl UnitRouting {
         UnitRouting {
             slots: SlotTable::new(config),
             cookies: CookieJar::new(&config.routing),
-            epoch_header: config.routing.epoch.to_string(),
             trusted_peers: config.gateway.trusted_peers.clone(),
         }
     }
