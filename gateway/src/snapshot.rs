@@ -13,6 +13,7 @@ use crate::proxy::forward::HeaderValues;
 use crate::router::Router;
 use crate::unit::UnitRouting;
 use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -238,22 +239,31 @@ impl Snapshot {
                 }
             })
         });
+        // The previous snapshot's route states by name: one lookup per route
+        // (a search per route made a 10 000-route reload take a second).
+        let prev_routes: HashMap<&str, &RouteState> = prev
+            .map(|p| {
+                let names = p.config.routes.iter().map(|r| r.name.as_str());
+                names.zip(&p.routes).collect()
+            })
+            .unwrap_or_default();
         let routes = config
             .routes
             .iter()
-            .map(|r| RouteState {
-                fallback: r.fallback.as_ref().map(FallbackResponse::new),
-                limiters: Limiter::build_all(
-                    r,
-                    redis.as_deref(),
-                    prev.and_then(|p| {
-                        Some(p.routes[p.config.route_id(&r.name)?].limiters.as_slice())
-                    }),
-                ),
-                counters: prev
-                    .filter(|_| same_units)
-                    .and_then(|p| Some(p.routes[p.config.route_id(&r.name)?].counters.clone()))
-                    .unwrap_or_else(|| Arc::new(RouteCounters::new(units))),
+            .map(|r| {
+                let before = prev_routes.get(r.name.as_str());
+                RouteState {
+                    fallback: r.fallback.as_ref().map(FallbackResponse::new),
+                    limiters: Limiter::build_all(
+                        r,
+                        redis.as_deref(),
+                        before.map(|b| b.limiters.as_slice()),
+                    ),
+                    counters: before
+                        .filter(|_| same_units)
+                        .map(|b| b.counters.clone())
+                        .unwrap_or_else(|| Arc::new(RouteCounters::new(units))),
+                }
             })
             .collect();
         Ok(Snapshot {
