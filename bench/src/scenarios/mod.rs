@@ -2,7 +2,9 @@
 //! wrk while reading the proxy's and the backend's CPU time, alternate the
 //! contenders in rounds, and reduce the rounds to medians.
 
+pub mod failover;
 pub mod plain;
+pub mod timeline;
 
 use std::time::Duration;
 
