@@ -160,6 +160,8 @@ pub struct Run {
     pub actions: Vec<ActionOutcome>,
     /// From the start of the load to the last response.
     pub elapsed: Duration,
+    /// The load's duration (no request started after it).
+    pub duration: Duration,
     /// Transport-level failures by message (first 200 bytes), for the report.
     pub transport_errors: BTreeMap<String, u64>,
 }
@@ -216,13 +218,21 @@ impl Run {
     /// Figures over the requests completed in `[from_ms, to_ms)`; `rps` is
     /// taken over that span (clipped to the run).
     pub fn summary(&self, from_ms: u64, to_ms: u64) -> Summary {
+        let span_ms = to_ms
+            .min(self.elapsed.as_millis() as u64)
+            .saturating_sub(from_ms);
+        self.summary_of(
+            |r| r.done_us >= from_ms * 1000 && r.done_us < to_ms.saturating_mul(1000),
+            span_ms,
+        )
+    }
+
+    /// Figures over the requests for which `keep` holds; `rps` is their
+    /// count over `span_ms` (0 when `span_ms` is 0).
+    pub fn summary_of(&self, keep: impl Fn(&Record) -> bool, span_ms: u64) -> Summary {
         let mut h = histogram();
         let mut s = Summary::default();
-        for r in self
-            .records
-            .iter()
-            .filter(|r| r.done_us >= from_ms * 1000 && r.done_us < to_ms * 1000)
-        {
+        for r in self.records.iter().filter(|r| keep(r)) {
             s.requests += 1;
             if r.ok() {
                 s.ok += 1;
@@ -231,9 +241,6 @@ impl Run {
             }
             h.saturating_record(r.latency_us.max(1));
         }
-        let span_ms = to_ms
-            .min(self.elapsed.as_millis() as u64)
-            .saturating_sub(from_ms);
         if span_ms > 0 {
             s.rps = s.requests as f64 * 1000.0 / span_ms as f64;
         }
@@ -425,6 +432,7 @@ pub fn run(load: &Load, actions: Vec<Action>, events: &[(u64, String)]) -> Resul
     procs::check_interrupted()?;
     let mut run = merge(conns);
     run.elapsed = elapsed;
+    run.duration = load.duration;
     run.events = events.to_vec();
     run.events
         .extend(outcomes.iter().map(|o| (o.start_ms, o.label.clone())));

@@ -37,6 +37,10 @@ enum Scenario {
     Plain(scenarios::plain::PlainArgs),
     /// Failover under load: A's instances killed, then A drained; time until all on B.
     Failover(scenarios::failover::FailoverArgs),
+    /// Redis (global limits) SIGKILLed under load and restarted: errors, latency per phase.
+    RedisKill(scenarios::redis_kill::RedisKillArgs),
+    /// Config reloads under load with 10 000 routes: reload durations, latency impact.
+    Reload(scenarios::reload::ReloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,10 @@ fn main() -> ExitCode {
         Scenario::Plain(args) => scenarios::plain::run(args),
         Scenario::Failover(args) => scenarios::failover::run(args)
             .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "failover.md")),
+        Scenario::RedisKill(args) => scenarios::redis_kill::run(args)
+            .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "redis-kill.md")),
+        Scenario::Reload(args) => scenarios::reload::run(args)
+            .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "reload.md")),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,8 @@
 
 pub mod failover;
 pub mod plain;
+pub mod redis_kill;
+pub mod reload;
 pub mod timeline;
 
 use std::time::Duration;

@@ -271,9 +271,9 @@ pub fn per_second_table(run: &Run) -> String {
         s.push_str("---:|");
     }
     s.push_str("---:|---:|---:|\n");
-    // Up to the last completion: the load stops on time, its last answers
-    // arrive a moment later.
-    let secs = run.records.last().map_or(1, |r| r.done_us / 1_000_000 + 1);
+    // The last second also takes the answers that arrive just after the
+    // load stopped sending.
+    let secs = (run.duration.as_millis() as u64).div_ceil(1000).max(1);
     for sec in 0..secs {
         let from = sec * 1000;
         let to = if sec + 1 == secs {
