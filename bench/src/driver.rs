@@ -128,6 +128,9 @@ pub struct ActionOutcome {
     pub took: Duration,
     /// Its report, or its error; `Err("skipped …")` when the load ended first.
     pub result: Result<String, String>,
+    /// False when it was skipped (then `start_ms` is when it was due, and it
+    /// is no event of the timeline).
+    pub ran: bool,
 }
 
 /// One finished request.
@@ -434,8 +437,12 @@ pub fn run(load: &Load, actions: Vec<Action>, events: &[(u64, String)]) -> Resul
     run.elapsed = elapsed;
     run.duration = load.duration;
     run.events = events.to_vec();
-    run.events
-        .extend(outcomes.iter().map(|o| (o.start_ms, o.label.clone())));
+    run.events.extend(
+        outcomes
+            .iter()
+            .filter(|o| o.ran)
+            .map(|o| (o.start_ms, o.label.clone())),
+    );
     run.events.sort();
     run.actions = outcomes;
     Ok(run)
@@ -496,7 +503,11 @@ fn run_actions(start: Instant, deadline: Instant, mut actions: Vec<Action>) -> V
             thread::sleep((due - now).min(Duration::from_millis(20)));
         }
         let begun = Instant::now();
-        let start_ms = begun.duration_since(start).as_millis() as u64;
+        let start_ms = match skipped {
+            Some(_) => a.at.as_millis() as u64,
+            None => begun.duration_since(start).as_millis() as u64,
+        };
+        let ran = skipped.is_none();
         let result = match skipped {
             Some(why) => Err(why.to_owned()),
             None => (a.run)().map_err(|e| format!("{e:#}")),
@@ -509,6 +520,7 @@ fn run_actions(start: Instant, deadline: Instant, mut actions: Vec<Action>) -> V
             start_ms,
             took: begun.elapsed(),
             result,
+            ran,
         });
     }
     out
@@ -760,6 +772,105 @@ mod tests {
             r.ok_by_unit(100, 1000),
             vec![("A".to_owned(), 1), ("B".to_owned(), 2)]
         );
+    }
+
+    /// A keep-alive HTTP/1.1 server on a free port: answers every request
+    /// `200` with `x-unit-served: A`, except `/fail` (`503`, no unit header).
+    fn tiny_server() -> SocketAddr {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                thread::spawn(move || {
+                    let mut w = conn.try_clone().expect("clone");
+                    let mut r = BufReader::new(conn);
+                    loop {
+                        let mut first = String::new();
+                        if r.read_line(&mut first).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut line = String::new();
+                        while r.read_line(&mut line).unwrap_or(0) > 2 {
+                            line.clear();
+                        }
+                        let resp: &[u8] = if first.starts_with("GET /fail ") {
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nx-unit-served: A\r\ncontent-length: 3\r\n\r\nok\n"
+                        };
+                        if w.write_all(resp).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn drives_a_real_server_with_actions() {
+        let addr = tiny_server();
+        let load = Load {
+            addr,
+            connections: 2,
+            rate: Some(400.0),
+            duration: Duration::from_millis(500),
+            max_requests: 150,
+            timeout: Duration::from_secs(2),
+            requests: vec![
+                RequestSpec::get("/", &[("x-user-id", "1")]),
+                RequestSpec::get("/", &[]),
+                RequestSpec::get("/fail", &[]),
+            ],
+        };
+        let act = Action::new(Duration::from_millis(100), "poke", || Ok("done".into()));
+        let late = Action::new(Duration::from_secs(5), "never", || Ok("ran".into()));
+        let run = run(&load, vec![act, late], &[(50, "mark".into())]).expect("run");
+        // Paced at 400/s for 0.5 s: about 200, capped at 150 by max_requests.
+        let t = run.total();
+        assert!((50..=150).contains(&t.requests), "{t:?}");
+        assert_eq!(
+            t.errors,
+            run.records.iter().filter(|r| r.status == 503).count() as u64
+        );
+        assert!(
+            t.errors * 3 >= t.requests - 2 && t.errors * 3 <= t.requests + 2,
+            "{t:?}"
+        );
+        assert_eq!(run.units, vec!["A".to_owned()]);
+        assert_eq!(run.ok_by_unit(0, 10_000), vec![("A".to_owned(), t.ok)]);
+        assert!(
+            run.transport_errors.is_empty(),
+            "{:?}",
+            run.transport_errors
+        );
+        let labels: Vec<&str> = run.events.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(labels, vec!["mark", "poke"]);
+        assert_eq!(run.actions[0].result, Ok("done".to_owned()));
+        assert!(run.actions[1].result.is_err(), "{:?}", run.actions[1]);
+        assert!(run.actions[0].start_ms >= 100);
+    }
+
+    #[test]
+    fn a_dead_listener_counts_as_errors_without_spinning() {
+        let port = procs::free_port().expect("port");
+        let load = Load {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            connections: 1,
+            rate: None,
+            duration: Duration::from_millis(200),
+            max_requests: 1000,
+            timeout: Duration::from_secs(1),
+            requests: vec![RequestSpec::get("/", &[])],
+        };
+        let run = run(&load, vec![], &[]).expect("run");
+        let t = run.total();
+        // One failed connect per RECONNECT_PAUSE at most.
+        assert!(t.requests >= 1 && t.requests <= 25, "{t:?}");
+        assert_eq!(t.errors, t.requests);
+        assert!(!run.transport_errors.is_empty());
     }
 
     #[test]
