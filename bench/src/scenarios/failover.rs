@@ -289,7 +289,7 @@ fn section(
         ));
         md.push_str("\nPer second:\n\n");
         md.push_str(&timeline::per_second_table(&p.run));
-        md.push_str("\nErrors: ");
+        md.push('\n');
         md.push_str(&timeline::errors_markdown(&p.run));
         targets.push(Target {
             what: format!("failover ({}): errors", p.name),

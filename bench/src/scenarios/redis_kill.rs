@@ -317,7 +317,7 @@ pub fn run(args: &RedisKillArgs) -> Result<Section> {
     ));
     md.push_str("\nPer second:\n\n");
     md.push_str(&timeline::per_second_table(&run));
-    md.push_str("\nErrors: ");
+    md.push('\n');
     md.push_str(&timeline::errors_markdown(&run));
     let targets = vec![Target {
         what: "redis-kill: errors".into(),

@@ -275,7 +275,7 @@ fn section(
     );
     md.push_str("\nPer second:\n\n");
     md.push_str(&timeline::per_second_table(run));
-    md.push_str("\nErrors: ");
+    md.push('\n');
     md.push_str(&timeline::errors_markdown(run));
     let mut targets = vec![Target {
         what: "reload: errors".into(),

@@ -314,13 +314,13 @@ pub fn phase_table(run: &Run, phases: &[(&str, u64, u64)]) -> String {
     s
 }
 
-/// Non-2xx statuses and transport errors of a run, one line each ("none").
+/// "Errors: none", or a list of the non-2xx statuses and transport errors.
 pub fn errors_markdown(run: &Run) -> String {
     let statuses = run.error_statuses();
     if statuses.is_empty() {
-        return "none\n".into();
+        return "Errors: none\n".into();
     }
-    let mut s = String::new();
+    let mut s = String::from("Errors:\n\n");
     for (code, n) in statuses {
         match code {
             0 => {
