@@ -8,6 +8,7 @@
 //! run is bounded in time, and every process it starts is stopped on exit.
 
 mod contender;
+mod driver;
 mod floor;
 mod nginx;
 mod procs;
@@ -34,6 +35,12 @@ struct Cli {
 enum Scenario {
     /// Plain proxy: the backend direct vs nginx vs unitgate, CPU per request.
     Plain(scenarios::plain::PlainArgs),
+    /// Failover under load: A's instances killed, then A drained; time until all on B.
+    Failover(scenarios::failover::FailoverArgs),
+    /// Redis (global limits) SIGKILLed under load and restarted: errors, latency per phase.
+    RedisKill(scenarios::redis_kill::RedisKillArgs),
+    /// Config reloads under load with 10 000 routes: reload durations, latency impact.
+    Reload(scenarios::reload::ReloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +49,12 @@ fn main() -> ExitCode {
     // signals, turned into errors) unwind through those guards before exit.
     let result = procs::install_interrupt_flag().and_then(|()| match &cli.scenario {
         Scenario::Plain(args) => scenarios::plain::run(args),
+        Scenario::Failover(args) => scenarios::failover::run(args)
+            .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "failover.md")),
+        Scenario::RedisKill(args) => scenarios::redis_kill::run(args)
+            .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "redis-kill.md")),
+        Scenario::Reload(args) => scenarios::reload::run(args)
+            .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "reload.md")),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,11 @@
 //! wrk while reading the proxy's and the backend's CPU time, alternate the
 //! contenders in rounds, and reduce the rounds to medians.
 
+pub mod failover;
 pub mod plain;
+pub mod redis_kill;
+pub mod reload;
+pub mod timeline;
 
 use std::time::Duration;
 
