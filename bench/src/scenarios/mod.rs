@@ -2,7 +2,12 @@
 //! wrk while reading the proxy's and the backend's CPU time, alternate the
 //! contenders in rounds, and reduce the rounds to medians.
 
+pub mod common;
+pub mod full_chain;
+pub mod global_limit;
 pub mod plain;
+pub mod results;
+pub mod routes;
 
 use std::time::Duration;
 
