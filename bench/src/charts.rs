@@ -133,6 +133,7 @@ pub fn timeline(title: &str, t: &Timeline) -> Result<String> {
             .disable_x_mesh()
             .x_desc("seconds since the start of the load")
             .y_desc(format!("requests per {bucket} ms"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FONT, 12))
             .draw()
             .map_err(err)?;
@@ -191,11 +192,10 @@ pub fn timeline(title: &str, t: &Timeline) -> Result<String> {
                 )))
                 .map_err(err)?;
             chart
-                .draw_series(std::iter::once(Text::new(
-                    label.clone(),
-                    (x, top * 0.97),
-                    (FONT, 14).into_font().color(&BLACK),
-                )))
+                .draw_series(std::iter::once(
+                    EmptyElement::at((x, top * 0.97))
+                        + Text::new(label.clone(), (5, 0), (FONT, 14).into_font().color(&BLACK)),
+                ))
                 .map_err(err)?;
         }
         chart

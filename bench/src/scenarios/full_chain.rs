@@ -45,12 +45,12 @@ pub fn section(c: &Common) -> Result<Section> {
     let over_plain = full / plain;
     let over_nginx = full / nginx;
     notes.push(format!(
-        "full chain ÷ plain unitgate: {over_plain:.2} (target ≤ {FULL_OVER_PLAIN:.2}: {}); the chain costs {:.1} µs per request",
+        "full chain ÷ plain unitgate: {over_plain:.3} (target ≤ {FULL_OVER_PLAIN:.2}: {}); the chain costs {:.1} µs per request",
         if over_plain <= FULL_OVER_PLAIN { "met" } else { "not met" },
         full - plain
     ));
     notes.push(format!(
-        "full chain ÷ nginx (plain proxy_pass): {over_nginx:.2} (long-term goal ≤ 1.0; reported, not a target)"
+        "full chain ÷ nginx (plain proxy_pass): {over_nginx:.3} (long-term goal ≤ 1.0; reported, not a target)"
     ));
     let md = bench.report_markdown(&ReportParts {
         title: "unitgate bench: full feature chain".into(),

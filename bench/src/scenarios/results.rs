@@ -235,7 +235,7 @@ pub fn render(h: &Header, outcomes: &[Outcome], charts: &[(String, Vec<String>)]
                 for t in &sec.targets {
                     let _ = writeln!(
                         s,
-                        "| {} | {} | {:.2} | ≤ {:.2} | {} |",
+                        "| {} | {} | {:.3} | ≤ {:.2} | {} |",
                         o.name,
                         t.what,
                         t.measured,
@@ -333,7 +333,7 @@ mod tests {
             REPRODUCE,
             "- CPU: 2 × Test CPU",
             "- nginx: `nginx/1.22.1`",
-            "| routes | 10 000 routes / 1 route | 1.04 | ≤ 1.10 | yes |",
+            "| routes | 10 000 routes / 1 route | 1.040 | ≤ 1.10 | yes |",
             "| full-chain | (scenario failed) | — | — | **no** |",
             "## Route-table scale",
             "![Route-table scale](results/cpu-routes.svg)",

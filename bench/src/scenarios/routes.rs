@@ -45,7 +45,7 @@ pub fn section(c: &Common) -> Result<Section> {
         started: &started,
         baseline: first,
         notes: vec![format!(
-            "{last} ÷ {first}: {ratio:.2} (target ≤ {LARGEST_OVER_ONE:.2}: {})",
+            "{last} ÷ {first}: {ratio:.3} (target ≤ {LARGEST_OVER_ONE:.2}: {})",
             if ratio <= LARGEST_OVER_ONE { "met" } else { "not met" }
         )],
         extra_commands: Vec::new(),
