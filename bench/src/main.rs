@@ -7,17 +7,20 @@
 //! the gateway. Everything listens on 127.0.0.1 on ephemeral ports, every load
 //! run is bounded in time, and every process it starts is stopped on exit.
 
+mod charts;
 mod contender;
 mod driver;
 mod floor;
+mod haproxy;
 mod nginx;
 mod procs;
+mod redis;
 mod report;
 mod scenarios;
-#[allow(dead_code)] // used by the scenarios being added for the results report
 mod section;
 mod tools;
 mod unitgate;
+mod unitgate_variants;
 mod wrk;
 
 use std::process::ExitCode;
@@ -33,7 +36,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
-    /// Plain proxy: the backend direct vs nginx vs unitgate, CPU per request.
+    /// Plain proxy: the backend direct vs nginx, haproxy, the pingora floor and unitgate, CPU per request.
     Plain(scenarios::plain::PlainArgs),
     /// Failover under load: A's instances killed, then A drained; time until all on B.
     Failover(scenarios::failover::FailoverArgs),
@@ -41,6 +44,15 @@ enum Scenario {
     RedisKill(scenarios::redis_kill::RedisKillArgs),
     /// Config reloads under load with 10 000 routes: reload durations, latency impact.
     Reload(scenarios::reload::ReloadArgs),
+    /// Full chain: JWT + sharded placement with a routing cookie + a local
+    /// limit, vs plain unitgate, the floor and nginx.
+    FullChain(scenarios::common::Common),
+    /// Global rate limit through a loopback Redis vs plain unitgate.
+    GlobalLimit(scenarios::common::Common),
+    /// Route-table scale: unitgate with 1, 10, 1 000 and 10 000 routes.
+    Routes(scenarios::common::Common),
+    /// Every scenario in turn; writes bench/RESULTS.md and bench/results/*.svg.
+    Results(scenarios::results::ResultsArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +67,10 @@ fn main() -> ExitCode {
             .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "redis-kill.md")),
         Scenario::Reload(args) => scenarios::reload::run(args)
             .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "reload.md")),
+        Scenario::FullChain(c) => scenarios::full_chain::section(c).map(drop),
+        Scenario::GlobalLimit(c) => scenarios::global_limit::section(c).map(drop),
+        Scenario::Routes(c) => scenarios::routes::section(c).map(drop),
+        Scenario::Results(args) => scenarios::results::run(args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

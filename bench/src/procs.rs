@@ -358,14 +358,22 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// One `GET /` over a fresh connection; returns the status code.
+#[allow(dead_code)] // the plain probe; the waits go through `http_get_status_req`
 pub fn http_get_status(addr: SocketAddr) -> Result<u16> {
+    http_get_status_req(addr, "/", &[])
+}
+
+/// One `GET path` with extra `headers` (`Name: value`) over a fresh
+/// connection; returns the status code.
+pub fn http_get_status_req(addr: SocketAddr, path: &str, headers: &[String]) -> Result<u16> {
     let timeout = Duration::from_secs(1);
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         s,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: unitgate-bench\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: unitgate-bench\r\n{extra}\r\n"
     )?;
     let mut buf = [0u8; 64];
     let mut n = 0;
@@ -388,18 +396,30 @@ pub fn http_get_status(addr: SocketAddr) -> Result<u16> {
 /// Polls `GET /` on `addr` until it answers 200, the process dies, or the
 /// deadline passes.
 pub fn wait_http_ok(addr: SocketAddr, proc: &mut Managed, timeout: Duration) -> Result<()> {
+    wait_http_ok_req(addr, "/", &[], proc, timeout)
+}
+
+/// Like [`wait_http_ok`], for `GET path` with extra `headers`: a route that
+/// needs a token or a cookie is only "up" when that request gets its 200.
+pub fn wait_http_ok_req(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[String],
+    proc: &mut Managed,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         check_interrupted()?;
         proc.ensure_running()?;
-        let last = match http_get_status(addr) {
+        let last = match http_get_status_req(addr, path, headers) {
             Ok(200) => return Ok(()),
             Ok(code) => format!("status {code}"),
             Err(e) => e.to_string(),
         };
         if Instant::now() >= deadline {
             bail!(
-                "{} did not answer 200 on http://{addr}/ within {timeout:?} (last: {last}); its output:\n{}",
+                "{} did not answer 200 on http://{addr}{path} within {timeout:?} (last: {last}); its output:\n{}",
                 proc.name,
                 proc.log_tail()
             );

@@ -199,6 +199,7 @@ impl Report<'_> {
         for (path, text) in &self.files {
             let lang = match path.extension().and_then(|e| e.to_str()) {
                 Some("toml") => "toml",
+                Some("cfg") => "haproxy",
                 _ => "nginx",
             };
             let _ = writeln!(s, "\n`{}`:\n\n```{lang}\n{}```", path.display(), text);

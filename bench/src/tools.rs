@@ -30,6 +30,14 @@ pub const TASKSET: Tool = Tool {
     program: "taskset",
     package: "util-linux",
 };
+pub const HAPROXY: Tool = Tool {
+    program: "haproxy",
+    package: "haproxy",
+};
+pub const REDIS: Tool = Tool {
+    program: "redis-server",
+    package: "redis-server",
+};
 
 /// Looks `program` up on PATH, then in /usr/sbin and /sbin (nginx lives there
 /// and a non-root PATH often lacks them).

@@ -35,10 +35,10 @@ pub enum Variant {
 }
 
 /// The signing key of the sharded config; the bench signs its cookie with it.
-const SIGNING_KEY: &str = "bench-signing-key";
+pub const SIGNING_KEY: &str = "bench-signing-key";
 
 /// A routing cookie for slot 42, epoch 1, as DESIGN.md specifies.
-fn routing_cookie(now: u64) -> String {
+pub fn routing_cookie(now: u64) -> String {
     use base64::Engine;
     use hmac::Mac;
     let payload = format!("1.42.1.{}.k1", now + 3600);

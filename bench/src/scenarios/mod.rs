@@ -2,10 +2,15 @@
 //! wrk while reading the proxy's and the backend's CPU time, alternate the
 //! contenders in rounds, and reduce the rounds to medians.
 
+pub mod common;
 pub mod failover;
+pub mod full_chain;
+pub mod global_limit;
 pub mod plain;
 pub mod redis_kill;
 pub mod reload;
+pub mod results;
+pub mod routes;
 pub mod timeline;
 
 use std::time::Duration;

@@ -1,0 +1,84 @@
+//! The full-chain scenario: unitgate with every feature on one route (JWT
+//! HS256, sharded placement with a signed routing cookie, a local per-user
+//! limit that never refuses, metrics) next to plain unitgate, the floor and
+//! nginx, alternating in one run. Every request must get its 200: a 401 or
+//! 429 means the chain is misconfigured and the run fails.
+
+use anyhow::Result;
+
+use crate::contender::Contender;
+use crate::floor::{self, Floor};
+use crate::nginx::NginxProxy;
+use crate::scenarios::common::{self, Bench, Common, ReportParts};
+use crate::section::Section;
+use crate::unitgate::{Unitgate, Variant};
+use crate::unitgate_variants;
+
+/// Full chain ÷ plain unitgate, CPU per request: the target.
+const FULL_OVER_PLAIN: f64 = 1.35;
+
+pub fn section(c: &Common) -> Result<Section> {
+    let ug = c.unitgate_bin()?;
+    let bench = Bench::start(c)?;
+    let mut notes = Vec::new();
+    let mut contenders: Vec<Box<dyn Contender>> = Vec::new();
+    match floor::locate(c.floor.as_deref())? {
+        Some(bin) => contenders.push(Box::new(Floor { bin })),
+        None => notes.push("no unitgate-floor binary beside unitgate-bench; floor left out".into()),
+    }
+    contenders.push(Box::new(Unitgate {
+        bin: ug.clone(),
+        variant: Variant::Local,
+    }));
+    contenders.push(Box::new(unitgate_variants::full_chain(ug)));
+    contenders.push(Box::new(NginxProxy {
+        nginx: bench.nginx_bin.clone(),
+    }));
+
+    let mut started = bench.start_all(&contenders)?;
+    let (samples, rows) = bench.run(&mut started)?;
+    common::require_all_ok(&samples, &["unitgate", "unitgate-full"])?;
+
+    let full = common::cpu_of(&rows, "unitgate-full")?;
+    let plain = common::cpu_of(&rows, "unitgate")?;
+    let nginx = common::cpu_of(&rows, "nginx")?;
+    let over_plain = full / plain;
+    let over_nginx = full / nginx;
+    notes.push(format!(
+        "full chain ÷ plain unitgate: {over_plain:.3} (target ≤ {FULL_OVER_PLAIN:.2}: {}); the chain costs {:.1} µs per request",
+        if over_plain <= FULL_OVER_PLAIN { "met" } else { "not met" },
+        full - plain
+    ));
+    notes.push(format!(
+        "full chain ÷ nginx (plain proxy_pass): {over_nginx:.3} (long-term goal ≤ 1.0; reported, not a target)"
+    ));
+    let md = bench.report_markdown(&ReportParts {
+        title: "unitgate bench: full feature chain".into(),
+        settings: vec![
+            "unitgate-full: `Authorization: Bearer <HS256 token, sub 42>` verified on the route, routing key `jwt:sub` (slot 42, home unit A of two), a valid signed `ug_route` cookie for slot 42, a local per-user limit of 10 000 000/s, metrics (always on)".into(),
+            "unitgate: plain, `placement = \"local\"`, no key, no token".into(),
+            "every request of unitgate and unitgate-full must get 200 (wrk's non-2xx count 0), else the run fails".into(),
+        ],
+        rows: &rows,
+        samples: &samples,
+        started: &started,
+        baseline: "nginx",
+        notes,
+        extra_commands: Vec::new(),
+        extra_versions: Vec::new(),
+    });
+    let section = Section {
+        title: "Full feature chain".into(),
+        markdown: String::new(),
+        bars: common::bars(&rows),
+        timeline: None,
+        targets: vec![common::target(
+            "full chain / plain unitgate, CPU per request",
+            over_plain,
+            FULL_OVER_PLAIN,
+        )],
+    };
+    drop(started);
+    bench.finish();
+    common::publish(c, "full-chain.md", &md, section)
+}
