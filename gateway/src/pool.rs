@@ -12,7 +12,7 @@ use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use unitgate_config::{HealthKind, LbPolicy, Service, UnitId};
@@ -35,6 +35,10 @@ pub struct UnitPool {
     balancer: Balancer,
     /// Bound for `select_with` walks: enough to visit every instance.
     max_iterations: usize,
+    /// `addrs` as pingora backends, for readiness lookups.
+    backends: Vec<Backend>,
+    /// Round-robin position.
+    next: AtomicUsize,
 }
 
 enum Balancer {
@@ -46,14 +50,7 @@ enum Balancer {
 impl UnitPool {
     fn new(addrs: &[SocketAddr], service: &Service, registry: &Arc<HealthRegistry>) -> Self {
         let lb = service.lb;
-        let backends: BTreeSet<Backend> = addrs
-            .iter()
-            .map(|a| Backend {
-                addr: PeerAddr::Inet(*a),
-                weight: 1,
-                ext: Default::default(),
-            })
-            .collect();
+        let backends: BTreeSet<Backend> = addrs.iter().map(|a| backend(*a)).collect();
         let view =
             || Backends::new_with_health_registry(Static::new(backends.clone()), registry.clone());
         let balancer = match lb {
@@ -74,29 +71,46 @@ impl UnitPool {
             outcomes: Default::default(),
             balancer,
             max_iterations: addrs.len() * 2 + 1,
+            backends: addrs.iter().map(|a| backend(*a)).collect(),
+            next: AtomicUsize::new(0),
         }
     }
 
     /// Picks a ready (healthy, not ejected) instance for which `accept` holds.
+    ///
+    /// Round robin and random walk `addrs` from their start position here:
+    /// pingora's `select_with` (an iterator with a uniqueness set, a backend
+    /// clone per step) cost more than the rest of choosing an upstream.
+    /// Consistent hashing keeps pingora's ring.
     pub fn select(
         &self,
         key: &[u8],
         now_ms: u64,
         accept: impl Fn(&SocketAddr) -> bool,
     ) -> Option<SocketAddr> {
-        let n = self.max_iterations;
-        let ok = |b: &Backend, ready: bool| {
-            ready
-                && b.addr
-                    .as_inet()
-                    .is_some_and(|a| accept(a) && !self.is_ejected(a, now_ms))
+        let n = self.addrs.len();
+        let (start, health) = match &self.balancer {
+            Balancer::Consistent(lb) => {
+                let ok = |b: &Backend, ready: bool| {
+                    ready
+                        && b.addr
+                            .as_inet()
+                            .is_some_and(|a| accept(a) && !self.is_ejected(a, now_ms))
+                };
+                let chosen = lb.select_with(key, self.max_iterations, ok)?;
+                return chosen.addr.as_inet().copied();
+            }
+            _ if n == 0 => return None,
+            Balancer::RoundRobin(lb) => (self.next.fetch_add(1, Ordering::Relaxed), lb.backends()),
+            Balancer::Random(lb) => (fastrand::usize(..n), lb.backends()),
         };
-        let chosen = match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.select_with(key, n, ok),
-            Balancer::Random(lb) => lb.select_with(key, n, ok),
-            Balancer::Consistent(lb) => lb.select_with(key, n, ok),
-        }?;
-        chosen.addr.as_inet().copied()
+        (0..n).map(|i| (start + i) % n).find_map(|i| {
+            let addr = &self.addrs[i];
+            let usable = accept(addr)
+                && !self.passive[i].is_ejected(now_ms)
+                && health.ready(&self.backends[i]);
+            usable.then_some(*addr)
+        })
     }
 
     /// Passive health of an instance of this pool.
@@ -160,6 +174,14 @@ impl UnitPool {
 
     pub fn outcome_count(&self, outcome: Outcome) -> u64 {
         self.outcomes[outcome as usize].load(Ordering::Relaxed)
+    }
+}
+
+fn backend(addr: SocketAddr) -> Backend {
+    Backend {
+        addr: PeerAddr::Inet(addr),
+        weight: 1,
+        ext: Default::default(),
     }
 }
 
@@ -275,6 +297,72 @@ fn health_check(
             hc.consecutive_failure = h.unhealthy_after as usize;
             hc.consecutive_success = h.healthy_after as usize;
             hc
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(lb: &str) -> Arc<UnitPool> {
+        let text = format!(
+            r#"
+[gateway]
+unit = "A"
+listen = ["127.0.0.1:1"]
+[[units]]
+name = "A"
+slots = ["0-9999"]
+[[services]]
+name = "s"
+lb = "{lb}"
+[services.instances]
+A = ["127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:1003"]
+"#
+        );
+        let config =
+            unitgate_config::parse(&text, std::path::Path::new(".")).expect("valid config");
+        let pools = ServicePools::build(&config.services[0], &[Arc::from("A")], None);
+        Arc::new(UnitPool::new(
+            &config.services[0].instances[0].addrs,
+            &config.services[0],
+            &pools.registry,
+        ))
+    }
+
+    fn port(a: Option<SocketAddr>) -> u16 {
+        a.map_or(0, |a| a.port())
+    }
+
+    #[test]
+    fn round_robin_visits_every_instance_in_turn_and_skips_refused() {
+        let p = pool("round_robin");
+        let picks: Vec<u16> = (0..6).map(|_| port(p.select(b"", 0, |_| true))).collect();
+        assert_eq!(picks[..3], picks[3..], "a cycle: {picks:?}");
+        let mut cycle = picks[..3].to_vec();
+        cycle.sort_unstable();
+        assert_eq!(cycle, [1001, 1002, 1003]);
+        for _ in 0..6 {
+            assert_ne!(port(p.select(b"", 0, |a| a.port() != 1002)), 1002);
+        }
+        assert_eq!(p.select(b"", 0, |_| false), None);
+    }
+
+    #[test]
+    fn ejected_instances_are_skipped_by_every_policy() {
+        for lb in ["round_robin", "random", "consistent_hash"] {
+            let p = pool(lb);
+            let cfg = unitgate_config::Outlier {
+                consecutive_failures: 1,
+                eject: Duration::from_secs(30),
+            };
+            let ejected = p.passive[1].record(&cfg, 0, false, || true);
+            assert!(ejected.is_some(), "{lb}: ejected");
+            for i in 0..20u8 {
+                let got = port(p.select(&[i], 1, |_| true));
+                assert!(got == 1001 || got == 1003, "{lb}: picked {got}");
+            }
         }
     }
 }
