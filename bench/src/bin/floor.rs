@@ -3,21 +3,30 @@
 //! allocator and release profile as unitgate, so the difference between the
 //! two is what unitgate's features cost.
 //!
-//! `unitgate-floor LISTEN UPSTREAM`, e.g. `unitgate-floor 127.0.0.1:8081 127.0.0.1:8080`.
+//! `unitgate-floor LISTEN UPSTREAM [--timeouts] [--h2c]`, e.g.
+//! `unitgate-floor 127.0.0.1:8081 127.0.0.1:8080`.
+//!
+//! The flags add, one at a time, what unitgate configures on top of bare
+//! pingora, so the bench can attribute its cost: `--timeouts` sets the
+//! per-attempt connect/read/write timeouts unitgate sets on every peer,
+//! `--h2c` accepts cleartext HTTP/2 on the listener as unitgate does.
 
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
 use pingora::prelude::{HttpPeer, ProxyHttp, Result, Session};
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Floor {
     upstream: SocketAddr,
+    timeouts: bool,
 }
 
 #[async_trait]
@@ -27,7 +36,14 @@ impl ProxyHttp for Floor {
     fn new_ctx(&self) {}
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        if self.timeouts {
+            let t = Some(Duration::from_secs(30));
+            peer.options.connection_timeout = Some(Duration::from_secs(5));
+            peer.options.read_timeout = t;
+            peer.options.write_timeout = t;
+        }
+        Ok(Box::new(peer))
     }
 }
 
@@ -46,7 +62,13 @@ fn main() -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Floor { upstream }).build();
+    let flags = &args[3..];
+    let timeouts = flags.iter().any(|f| f == "--timeouts");
+    let mut options = HttpServerOptions::default();
+    options.h2c = flags.iter().any(|f| f == "--h2c");
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Floor { upstream, timeouts })
+        .server_options(options)
+        .build();
     proxy.add_tcp(listen);
     server.add_service(proxy);
     server.run(RunArgs::default());
