@@ -13,11 +13,19 @@ use crate::tools;
 #[derive(Debug)]
 pub struct Floor {
     pub bin: PathBuf,
+    /// `floor+timeouts`: with the per-attempt timeouts and cleartext HTTP/2
+    /// listener unitgate configures on top of pingora (`--timeouts --h2c`),
+    /// so the report can tell their cost from unitgate's own.
+    pub configured: bool,
 }
 
 impl Contender for Floor {
     fn name(&self) -> &str {
-        "floor"
+        if self.configured {
+            "floor+timeouts"
+        } else {
+            "floor"
+        }
     }
 
     fn start(&self, ctx: &StartCtx<'_>) -> Result<Started> {
@@ -29,8 +37,11 @@ impl Contender for Floor {
             cmd.env("RUST_LOG", "warn")
                 .arg(addr.to_string())
                 .arg(ctx.backend.to_string());
+            if self.configured {
+                cmd.args(["--timeouts", "--h2c"]);
+            }
             let command = procs::command_line(&cmd);
-            let mut proc = Managed::spawn("floor", cmd, &ctx.dir.join("floor.log"))?;
+            let mut proc = Managed::spawn(self.name(), cmd, &ctx.dir.join("floor.log"))?;
             procs::wait_http_ok(addr, &mut proc, Duration::from_secs(15))?;
             let mut s = Started::new(self.name(), format!("http://{addr}/"));
             s.measured = Some(proc.pid());

@@ -71,7 +71,16 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
         }
     }
     match floor::locate(args.common.floor.as_deref())? {
-        Some(bin) => contenders.push(Box::new(Floor { bin })),
+        Some(bin) => {
+            contenders.push(Box::new(Floor {
+                bin: bin.clone(),
+                configured: false,
+            }));
+            contenders.push(Box::new(Floor {
+                bin,
+                configured: true,
+            }));
+        }
         None => {
             let msg = "no unitgate-floor binary beside unitgate-bench (cargo build --release -p unitgate-bench); floor left out";
             eprintln!("bench: warning: {msg}");
@@ -115,6 +124,13 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
             ug / fl,
             1.10,
         ));
+        if let Ok(ft) = common::cpu_of(&rows, "floor+timeouts") {
+            notes.push(format!(
+                "floor+timeouts (the floor with unitgate's per-attempt connect/read/write timeouts and h2c listener): {:.2}× the floor; plain unitgate is {:.2}× floor+timeouts",
+                ft / fl,
+                ug / ft
+            ));
+        }
     }
     let md = bench.report_markdown(&ReportParts {
         title: "unitgate bench: plain proxy".into(),

@@ -49,7 +49,11 @@ fn timeline_args<T: clap::Args + clap::FromArgMatches>(c: &Common) -> Result<T> 
         #[command(flatten)]
         inner: T,
     }
-    let mut argv = vec!["unitgate-bench".into(), "--out".into(), c.out.clone().into_os_string()];
+    let mut argv = vec![
+        "unitgate-bench".into(),
+        "--out".into(),
+        c.out.clone().into_os_string(),
+    ];
     if let Some(bin) = &c.unitgate {
         argv.extend(["--unitgate".into(), bin.clone().into_os_string()]);
     }
