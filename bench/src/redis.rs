@@ -29,51 +29,57 @@ pub struct Redis {
 
 /// Starts `redis-server` on a free loopback port, pinned to `cpu`, working in `dir`.
 pub fn start(bin: &Path, dir: &Path, cpu: Option<usize>) -> Result<Redis> {
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     contender::with_free_port("redis-server", |port| {
-        let mut cmd = procs::pinned(cpu, bin);
-        cmd.current_dir(dir)
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--save")
-            .arg("")
-            .arg("--appendonly")
-            .arg("no")
-            .arg("--dir")
-            .arg(dir);
-        let command = procs::command_line(&cmd);
-        let mut proc = Managed::spawn("redis-server", cmd, &dir.join("redis.log"))?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            procs::check_interrupted()?;
-            proc.ensure_running().map_err(|e| {
-                // redis says "Address already in use" in its log.
-                let tail = proc.log_tail();
-                if tail.contains("in use") {
-                    anyhow!("port {port} in use: {tail}")
-                } else {
-                    e
-                }
-            })?;
-            match command_reply(addr, "PING") {
-                Ok(r) if r.starts_with("+PONG") => break,
-                Ok(_) | Err(_) if Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(50));
-                }
-                last => bail!(
-                    "redis-server did not answer PING on {addr} within {START_TIMEOUT:?} (last: {last:?}); its output:\n{}",
-                    proc.log_tail()
-                ),
+        start_on(bin, dir, port, cpu, "redis.log")
+    })
+}
+
+/// Starts `redis-server` on `port` (logging to `dir/log`) and waits until it
+/// answers PING; the redis-kill scenario restarts it on the same port.
+pub fn start_on(bin: &Path, dir: &Path, port: u16, cpu: Option<usize>, log: &str) -> Result<Redis> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cmd = procs::pinned(cpu, bin);
+    cmd.current_dir(dir)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--save")
+        .arg("")
+        .arg("--appendonly")
+        .arg("no")
+        .arg("--dir")
+        .arg(dir);
+    let command = procs::command_line(&cmd);
+    let mut proc = Managed::spawn("redis-server", cmd, &dir.join(log))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        procs::check_interrupted()?;
+        proc.ensure_running().map_err(|e| {
+            // redis says "Address already in use" in its log.
+            let tail = proc.log_tail();
+            if tail.contains("in use") {
+                anyhow!("port {port} in use: {tail}")
+            } else {
+                e
             }
+        })?;
+        match command_reply(addr, "PING") {
+            Ok(r) if r.starts_with("+PONG") => break,
+            Ok(_) | Err(_) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(50));
+            }
+            last => bail!(
+                "redis-server did not answer PING on {addr} within {START_TIMEOUT:?} (last: {last:?}); its output:\n{}",
+                proc.log_tail()
+            ),
         }
-        Ok(Redis {
-            proc,
-            addr,
-            command,
-        })
+    }
+    Ok(Redis {
+        proc,
+        addr,
+        command,
     })
 }
 

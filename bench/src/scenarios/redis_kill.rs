@@ -4,9 +4,8 @@
 //! latency before, while Redis is down, and after.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -17,14 +16,10 @@ use clap::{Args, ValueEnum};
 
 use crate::driver::{self, Action, Load, RequestSpec};
 use crate::procs::{self, Managed};
+use crate::redis;
 use crate::scenarios::timeline::{self, CommonArgs};
 use crate::section::{Section, Target};
-use crate::tools::{self, Tool};
-
-const REDIS: Tool = Tool {
-    program: "redis-server",
-    package: "redis-server",
-};
+use crate::tools;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OnFailure {
@@ -117,59 +112,6 @@ scope = "global"
     )
 }
 
-fn redis_command(bin: &Path, port: u16, dir: &Path) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.arg("--port")
-        .arg(port.to_string())
-        .arg("--bind")
-        .arg("127.0.0.1")
-        .arg("--save")
-        .arg("")
-        .arg("--appendonly")
-        .arg("no")
-        .arg("--dir")
-        .arg(dir);
-    cmd
-}
-
-/// Starts redis-server on `port` and waits until it answers PING.
-fn start_redis(bin: &Path, port: u16, dir: &Path, log: &str) -> Result<Managed> {
-    let mut proc = Managed::spawn(
-        "redis-server",
-        redis_command(bin, port, dir),
-        &dir.join(log),
-    )?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        procs::check_interrupted()?;
-        proc.ensure_running()?;
-        if ping(addr).is_ok() {
-            return Ok(proc);
-        }
-        if Instant::now() >= deadline {
-            bail!("redis-server on {addr} did not answer PING within 10 s");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn ping(addr: SocketAddr) -> Result<()> {
-    let t = Duration::from_millis(500);
-    let mut s = TcpStream::connect_timeout(&addr, t)?;
-    s.set_read_timeout(Some(t))?;
-    s.write_all(b"PING\r\n")?;
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf)?;
-    if &buf != b"+PONG\r\n" {
-        bail!(
-            "unexpected answer to PING: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-    }
-    Ok(())
-}
-
 /// `unitgate_redis_up` from the admin listener's /metrics.
 fn redis_up(admin: SocketAddr) -> Option<f64> {
     let (code, body) = timeline::http_call(admin, "GET", "/metrics", &[], None).ok()?;
@@ -191,7 +133,7 @@ pub fn run(args: &RedisKillArgs) -> Result<Section> {
         bail!("need 0 < --kill-at < --restart-at < --duration");
     }
     let [nginx_bin, redis_bin] =
-        <[PathBuf; 2]>::try_from(tools::ensure(&[tools::NGINX, REDIS])?)
+        <[PathBuf; 2]>::try_from(tools::ensure(&[tools::NGINX, tools::REDIS])?)
             .map_err(|_| anyhow!("tools::ensure returned the wrong number of paths"))?;
     let bin = args.common.unitgate_bin()?;
     let tmp = args.common.scratch()?;
@@ -201,8 +143,8 @@ pub fn run(args: &RedisKillArgs) -> Result<Section> {
     let redis_dir = dir.join("redis");
     std::fs::create_dir_all(&redis_dir).context("creating the redis directory")?;
     let redis_port = procs::free_port()?;
-    let redis = start_redis(&redis_bin, redis_port, &redis_dir, "redis.log")?;
-    let redis_cmd = procs::command_line(&redis_command(&redis_bin, redis_port, &redis_dir));
+    let redis = redis::start_on(&redis_bin, &redis_dir, redis_port, None, "redis.log")?;
+    let redis_cmd = redis.command.clone();
     let on_failure = args.on_failure.as_str();
     let mut gw = timeline::start_unitgate(&bin, &dir.join("unitgate"), Some("/"), |p, adm| {
         config(p, adm, backend.addr, redis_port, on_failure)
@@ -214,7 +156,7 @@ pub fn run(args: &RedisKillArgs) -> Result<Section> {
     );
 
     // The running redis-server: killed by one action, replaced by the next.
-    let slot: Arc<Mutex<Option<Managed>>> = Arc::new(Mutex::new(Some(redis)));
+    let slot: Arc<Mutex<Option<Managed>>> = Arc::new(Mutex::new(Some(redis.proc)));
     let killer = Arc::clone(&slot);
     let restarter = Arc::clone(&slot);
     let kill_at = Duration::from_secs_f64(args.kill_at);
@@ -236,7 +178,8 @@ pub fn run(args: &RedisKillArgs) -> Result<Section> {
             // Reap the killed one (its drop sees it has exited).
             guard.take();
             let began = Instant::now();
-            *guard = Some(start_redis(&rbin, redis_port, &rdir, "redis-2.log")?);
+            let again = redis::start_on(&rbin, &rdir, redis_port, None, "redis-2.log")?;
+            *guard = Some(again.proc);
             Ok(format!(
                 "answering PING {} ms after the start",
                 began.elapsed().as_millis()
