@@ -110,10 +110,40 @@ pub fn start(
     cpu: Option<usize>,
     body: impl Fn(u16) -> String,
 ) -> Result<Nginx> {
+    let l = launch(nginx, name, dir, cpu, |port| conf(dir, &body(port)))?;
+    let worker = find_worker(l.proc.pid())?;
+    Ok(Nginx {
+        master: l.proc,
+        worker,
+        addr: l.addr,
+        command: l.command,
+        conf_path: l.conf_path,
+        conf: l.conf,
+    })
+}
+
+/// An nginx started by [`launch`] and answering 200.
+pub struct Launched {
+    pub proc: Managed,
+    pub addr: SocketAddr,
+    pub command: String,
+    pub conf_path: PathBuf,
+    pub conf: String,
+}
+
+/// Writes `conf_of(port)` into `dir` for a free port, starts nginx on it
+/// (pinned to `cpu`) and waits for a 200; a taken port is retried.
+pub fn launch(
+    nginx: &Path,
+    name: &str,
+    dir: &Path,
+    cpu: Option<usize>,
+    conf_of: impl Fn(u16) -> String,
+) -> Result<Launched> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     contender::with_free_port(name, |port| {
         let conf_path = dir.join("nginx.conf");
-        let conf = conf(dir, &body(port));
+        let conf = conf_of(port);
         fs::write(&conf_path, &conf).with_context(|| format!("writing {}", conf_path.display()))?;
         let error_log = dir.join("error.log");
         // A retry must not see the previous attempt's bind error.
@@ -126,16 +156,14 @@ pub fn start(
             .arg("-e")
             .arg(&error_log);
         let command = procs::command_line(&cmd);
-        let mut master = Managed::spawn(name, cmd, &dir.join("stderr.log"))?;
+        let mut proc = Managed::spawn(name, cmd, &dir.join("stderr.log"))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        procs::wait_http_ok(addr, &mut master, START_TIMEOUT).map_err(|e| {
+        procs::wait_http_ok(addr, &mut proc, START_TIMEOUT).map_err(|e| {
             let log = fs::read_to_string(&error_log).unwrap_or_default();
             e.context(format!("{name}: error.log:\n{log}"))
         })?;
-        let worker = find_worker(master.pid())?;
-        Ok(Nginx {
-            master,
-            worker,
+        Ok(Launched {
+            proc,
             addr,
             command,
             conf_path,

@@ -220,33 +220,14 @@ pub struct Backend {
 
 /// Starts a single-process nginx backend (`return 200 "ok\n"`) in `dir`.
 pub fn start_backend(nginx_bin: &Path, name: &str, dir: &Path) -> Result<Backend> {
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    contender::with_free_port(name, |port| {
-        let conf_path = dir.join("nginx.conf");
-        let conf = nginx::conf(dir, &nginx::backend_body(port))
-            .replace("master_process on;", "master_process off;");
-        fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
-        let error_log = dir.join("error.log");
-        let _ = fs::remove_file(&error_log);
-        let mut cmd = std::process::Command::new(nginx_bin);
-        cmd.arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(&error_log);
-        let command = procs::command_line(&cmd);
-        let mut proc = Managed::spawn(name, cmd, &dir.join("stderr.log"))?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        procs::wait_http_ok(addr, &mut proc, START_TIMEOUT).map_err(|e| {
-            let log = fs::read_to_string(&error_log).unwrap_or_default();
-            e.context(format!("{name}: error.log:\n{log}"))
-        })?;
-        Ok(Backend {
-            proc,
-            addr,
-            command,
-        })
+    let l = nginx::launch(nginx_bin, name, dir, None, |port| {
+        nginx::conf(dir, &nginx::backend_body(port))
+            .replace("master_process on;", "master_process off;")
+    })?;
+    Ok(Backend {
+        proc: l.proc,
+        addr: l.addr,
+        command: l.command,
     })
 }
 
