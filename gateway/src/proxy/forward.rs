@@ -73,20 +73,16 @@ impl HeaderValues {
     pub fn slot(&self, slot: u32) -> HeaderValue {
         match self.slots.get(slot as usize) {
             Some(v) => v.clone(),
-            None => number(u64::from(slot)),
+            None => HeaderValue::from(slot),
         }
     }
 
     pub fn hops(&self, hops: u32) -> HeaderValue {
         match self.hops.get(hops as usize) {
             Some(v) => v.clone(),
-            None => number(u64::from(hops)),
+            None => HeaderValue::from(hops),
         }
     }
-}
-
-fn number(n: u64) -> HeaderValue {
-    HeaderValue::from(n)
 }
 
 /// What goes upstream besides the client's own headers.
