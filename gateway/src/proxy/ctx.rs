@@ -17,6 +17,9 @@ pub struct RequestCtx {
     /// The snapshot this request started on; it finishes on it.
     pub snapshot: Option<Arc<Snapshot>>,
     pub request_id: http::HeaderValue,
+    /// The path as the client sent it, when normalisation changed it (the
+    /// request header carries the normal form): for the access log.
+    pub raw_path: Option<Box<str>>,
     pub client_ip: Option<IpAddr>,
     pub route: Option<RouteCtx>,
     /// Set once the route matched and unit routing decided.
@@ -102,6 +105,7 @@ impl RequestCtx {
             started: std::time::Instant::now(),
             snapshot: None,
             request_id: http::HeaderValue::from_static(""),
+            raw_path: None,
             client_ip: None,
             route: None,
             unit: None,

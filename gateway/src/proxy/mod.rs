@@ -9,6 +9,7 @@
 
 pub mod ctx;
 pub mod forward;
+pub mod normalize;
 pub mod request;
 pub mod respond;
 mod upstream;
@@ -78,6 +79,25 @@ fn authenticate(snap: &Snapshot, j: usize, session: &mut Session) -> Result<Clai
     Ok(claims)
 }
 
+/// Replaces the request's path with its normal form (query and authority
+/// unchanged), keeping the client's path in `ctx.raw_path` for the log.
+fn normalize_path(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), String> {
+    let uri = &session.req_header().uri;
+    let Some(path) = normalize::normalize(uri.path()).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().map_err(|e| format!("normalised path: {e}"))?);
+    let normal = http::Uri::from_parts(parts).map_err(|e| format!("normalised path: {e}"))?;
+    ctx.raw_path = Some(uri.path().into());
+    session.req_header_mut().set_uri(normal);
+    Ok(())
+}
+
 fn is_read_method(req: &RequestHeader) -> bool {
     use http::Method;
     matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS)
@@ -100,6 +120,14 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+
+        // 0. normalise the path: matching, auth and the backend see one path.
+        if let Err(e) = normalize_path(session, ctx) {
+            let msg = e.to_string();
+            session.set_keepalive(None);
+            send_error(session, ctx, ErrorCode::BadRequest, &msg, &[]).await?;
+            return Ok(true);
+        }
 
         // 1. match
         let req = session.req_header();
@@ -533,11 +561,12 @@ impl ProxyHttp for Gateway {
             return;
         }
         let req = session.req_header();
+        let path = ctx.raw_path.as_deref().unwrap_or(req.uri.path());
         let duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
         let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let Some(snap) = &ctx.snapshot else {
             tracing::info!(target: "access", request_id = ctx.request_id_str(), client,
-                method = %req.method, path = %req.uri.path(), status, duration_ms);
+                method = %req.method, path, status, duration_ms);
             return;
         };
         let name = |u: Option<usize>| u.map_or("", |u| &*snap.unit_names[u]);
@@ -551,7 +580,7 @@ impl ProxyHttp for Gateway {
             request_id = ctx.request_id_str(),
             client,
             method = %req.method,
-            path = %req.uri.path(),
+            path,
             route,
             status,
             duration_ms,

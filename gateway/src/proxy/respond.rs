@@ -11,6 +11,7 @@ use unitgate_plugins::fallback::{FallbackResponse, Reason};
 /// Error codes of the contract, each with its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    BadRequest,
     NoRoute,
     MethodNotAllowed,
     Unauthorized,
@@ -24,6 +25,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
+            ErrorCode::BadRequest => 400,
             ErrorCode::NoRoute => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unauthorized => 401,
@@ -37,6 +39,7 @@ impl ErrorCode {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            ErrorCode::BadRequest => "bad_request",
             ErrorCode::NoRoute => "no_route",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unauthorized => "unauthorized",
