@@ -9,12 +9,17 @@
 //!
 //! It must not know pingora, the config schema or the admin API: documents are
 //! opaque text to it, and what a key means is the caller's business.
+//!
+//! With the `testkit` feature, [`testkit`] starts real etcd members for tests.
 
 mod conn;
 mod kv;
 mod leader;
 mod lease;
 mod watch;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use std::time::Duration;
 
