@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs the system packages unitgate needs, only when they are missing:
 #   cmake          pingora's zlib-ng build (always)
+#   protoc         etcd-client's build script compiles etcd's .proto files (always)
 #   redis-server   the test suite's global rate-limit tests (with --test)
+#   etcd           the fleet store's tests (Debian's etcd-server 3.4; with --test)
 # Debian/Ubuntu; uses sudo when not root.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 if [ "${1:-}" = "--test" ]; then
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing: ${need[*]}" >&2

@@ -35,6 +35,15 @@ struct Conn {
     generation: u64,
 }
 
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.inner.endpoints)
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
 impl EtcdStore {
     /// No I/O here: a gateway must be able to start while etcd is down. The
     /// client is made on first use and remade after a transport error or a

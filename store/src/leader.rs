@@ -92,6 +92,16 @@ impl EtcdStore {
     }
 }
 
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("key", &self.key)
+            .field("lease", &format_args!("{:x}", self.lease))
+            .field("held", &self.is_held())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Leadership {
     /// Whether this is still the holder: every renewal so far worked and the
     /// lease has not outlived its last one.

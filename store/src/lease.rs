@@ -149,6 +149,14 @@ impl Shared {
     }
 }
 
+impl std::fmt::Debug for LeasedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeasedKey")
+            .field("live", &self.is_live())
+            .finish_non_exhaustive()
+    }
+}
+
 impl LeasedKey {
     /// Replaces the value: put at once if the key is live, else with the
     /// next (re)put.

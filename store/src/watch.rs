@@ -69,6 +69,16 @@ impl EtcdStore {
     }
 }
 
+impl std::fmt::Debug for ConfigWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigWatch")
+            .field("key", &self.key)
+            .field("pending", &self.pending.len())
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ConfigWatch {
     /// The next event, or `None` when the watch is over: the stream ended
     /// (etcd went away) or a terminal event was returned. Then re-read the
