@@ -22,7 +22,7 @@ pub use errors::{ConfigError, ConfigErrors};
 pub use rate::{parse_rate, Rate};
 pub use raw::RawConfig;
 pub use typed::*;
-pub use validate::validate;
+pub use validate::{validate, validate_local};
 
 /// Parses TOML `text` into the raw schema. Syntax errors, wrong types and
 /// unknown keys stop parsing; the one error carries the key path (when known)

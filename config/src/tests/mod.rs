@@ -4,12 +4,14 @@
 
 mod examples;
 mod gateway;
+mod hardening;
 mod jwt;
 mod multi;
 mod parse;
 mod routes;
 mod routing;
 mod services;
+mod store;
 mod values;
 
 use std::path::Path;
