@@ -10,6 +10,7 @@ mod routing;
 mod services;
 mod store;
 
+pub(crate) use check::key_path;
 #[cfg(test)]
 pub(crate) use store::hostname;
 
