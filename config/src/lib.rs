@@ -1,13 +1,15 @@
 //! unitgate configuration: the raw TOML schema ([`raw`]), the single validation
 //! step ([`validate()`]) that reports every error with its path, the typed
 //! [`Config`] the gateway, plugins and admin API run on (names resolved to
-//! indices, secrets read from the environment, referenced files read).
+//! indices, secrets read from the environment, referenced files read), and the
+//! split of a config into its per-process and fleet-wide parts ([`fleet`]).
 //!
 //! This crate must not know pingora, the network or the running gateway: it
 //! turns text into a checked value and nothing else. Watching the file, talking
 //! to the config store and swapping snapshots belong to the gateway.
 
 mod errors;
+pub mod fleet;
 mod parse;
 mod rate;
 pub mod raw;

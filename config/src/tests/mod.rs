@@ -3,6 +3,7 @@
 //! cannot pass on an unrelated mistake.
 
 mod examples;
+mod fleet;
 mod gateway;
 mod hardening;
 mod jwt;
