@@ -23,6 +23,9 @@ pub struct RawConfig {
     pub gateway: RawGateway,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<RawAdmin>,
+    /// Absent = `kind = "file"` with every default (and nothing written back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<RawStore>,
     #[serde(default)]
     pub routing: RawRouting,
     #[serde(default)]
@@ -56,6 +59,18 @@ pub struct RawGateway {
     pub trusted_peers: Vec<String>,
     #[serde(default)]
     pub expose_unit_headers: bool,
+    /// The whole request head must arrive within this (slowloris). Default 10000.
+    #[serde(default = "default_client_header_timeout_ms")]
+    pub client_header_timeout_ms: u64,
+    /// Idle keep-alive client connections are closed after this. Default 60000.
+    #[serde(default = "default_client_idle_timeout_ms")]
+    pub client_idle_timeout_ms: u64,
+    /// A larger request head is refused (431). Default 65536, 1024..=1048576.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: u64,
+    /// 0 (default) = unlimited; over it new connections wait in the backlog.
+    #[serde(default)]
+    pub max_connections: u32,
 }
 
 impl Default for RawGateway {
@@ -67,6 +82,10 @@ impl Default for RawGateway {
             grace_period_secs: default_grace_period_secs(),
             trusted_peers: Vec::new(),
             expose_unit_headers: false,
+            client_header_timeout_ms: default_client_header_timeout_ms(),
+            client_idle_timeout_ms: default_client_idle_timeout_ms(),
+            max_header_bytes: default_max_header_bytes(),
+            max_connections: 0,
         }
     }
 }
@@ -81,6 +100,50 @@ pub struct RawAdmin {
     pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
+}
+
+/// `[store]`: where this gateway's fleet-wide config comes from. Per process.
+///
+/// With `kind = "file"` the `--config` file holds everything and the etcd-only
+/// keys (`endpoints`, `prefix`, `cache_file`) are ignored, not checked: a file
+/// can be prepared for etcd before it is switched over. `gateway_id` and
+/// `lease_secs` apply in both kinds (with a file the fleet is this gateway).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `file` (default) | `etcd`.
+    #[serde(default = "default_store_kind")]
+    pub kind: String,
+    /// etcd only: `http://host:port` client URLs. Default `["http://127.0.0.1:2379"]`.
+    #[serde(default = "default_store_endpoints")]
+    pub endpoints: Vec<String>,
+    /// etcd only: every key of this fleet lives under it. Default `/unitgate`.
+    #[serde(default = "default_store_prefix")]
+    pub prefix: String,
+    /// Unique in the fleet. Default `<hostname>:<port of the first gateway.listen>`,
+    /// resolved at validation so writing the file back does not pin it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<String>,
+    /// etcd only: the last applied fleet config, relative to the config file's
+    /// folder. Default `last-good.toml`.
+    #[serde(default = "default_cache_file")]
+    pub cache_file: String,
+    /// A gateway's status entry expires this long after it stops. Default 10, 2..=300.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            kind: default_store_kind(),
+            endpoints: default_store_endpoints(),
+            prefix: default_store_prefix(),
+            gateway_id: None,
+            cache_file: default_cache_file(),
+            lease_secs: default_lease_secs(),
+        }
+    }
 }
 
 /// `[routing]`: slots, routing key, routing cookie, shard-map extras.
@@ -114,6 +177,10 @@ pub struct RawRouting {
     /// routing key -> unit name.
     #[serde(default)]
     pub overrides: BTreeMap<String, String>,
+    /// A config without routes is refused (every request would get 404)
+    /// unless this is set. Default false.
+    #[serde(default)]
+    pub allow_empty_routes: bool,
 }
 
 impl Default for RawRouting {
@@ -131,6 +198,7 @@ impl Default for RawRouting {
             max_hops: default_max_hops(),
             forbidden_writes: Vec::new(),
             overrides: BTreeMap::new(),
+            allow_empty_routes: false,
         }
     }
 }
@@ -170,6 +238,9 @@ pub struct RawService {
     pub outlier: Option<RawOutlier>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<RawCircuitBreaker>,
+    /// Instances given by host name are re-resolved this often. Default 5000, >= 100.
+    #[serde(default = "default_dns_refresh_ms")]
+    pub dns_refresh_ms: u64,
 }
 
 /// `[services.health]`: active health checks (absent = none).
@@ -253,6 +324,9 @@ pub struct RawRoute {
     pub jwt: Option<String>,
     #[serde(default)]
     pub max_inflight: u32,
+    /// 0 (default) = unlimited; a larger request body is refused (413).
+    #[serde(default)]
+    pub max_body_bytes: u64,
     #[serde(default)]
     pub rate_limits: Vec<RawRateLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -339,6 +413,33 @@ fn default_listen() -> Vec<String> {
 }
 fn default_grace_period_secs() -> u64 {
     10
+}
+fn default_client_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_client_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_header_bytes() -> u64 {
+    65_536
+}
+fn default_store_kind() -> String {
+    "file".to_owned()
+}
+fn default_store_endpoints() -> Vec<String> {
+    vec!["http://127.0.0.1:2379".to_owned()]
+}
+fn default_store_prefix() -> String {
+    "/unitgate".to_owned()
+}
+fn default_cache_file() -> String {
+    "last-good.toml".to_owned()
+}
+fn default_lease_secs() -> u64 {
+    10
+}
+fn default_dns_refresh_ms() -> u64 {
+    5000
 }
 fn default_admin_listen() -> String {
     "127.0.0.1:9900".to_owned()

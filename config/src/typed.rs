@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::rate::Rate;
@@ -26,6 +27,7 @@ pub type JwtId = usize;
 pub struct Config {
     pub gateway: Gateway,
     pub admin: Option<Admin>,
+    pub store: Store,
     pub routing: Routing,
     pub units: Vec<Unit>,
     pub services: Vec<Service>,
@@ -73,6 +75,55 @@ pub struct Gateway {
     /// Peers whose inbound `x-unit-*` headers are honoured.
     pub trusted_peers: Vec<ipnet::IpNet>,
     pub expose_unit_headers: bool,
+    /// The whole request head must arrive within this (default 10 s).
+    pub client_header_timeout: Duration,
+    /// Idle keep-alive client connections are closed after this (default 60 s).
+    pub client_idle_timeout: Duration,
+    /// Larger request heads are refused with 431 (default 65536; 1024..=1048576).
+    pub max_header_bytes: usize,
+    /// 0 (default) = unlimited; over it new connections wait in the backlog.
+    pub max_connections: u32,
+}
+
+/// `[store]`: where the fleet-wide part of the config comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Store {
+    pub kind: StoreKind,
+    /// Unique in the fleet; never empty, never contains `/` (it is an etcd key
+    /// segment). Default `<hostname>:<port of the first gateway.listen>`.
+    pub gateway_id: String,
+    /// A gateway's status entry expires this long after it stops (2..=300, default 10).
+    pub lease_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreKind {
+    /// The `--config` file is the source; the fleet is this one gateway.
+    File,
+    /// The fleet-wide sections live in etcd under `prefix`.
+    Etcd {
+        /// `http://host:port` client URLs, as given; never empty.
+        endpoints: Vec<String>,
+        /// Starts with `/`, no trailing `/`.
+        prefix: String,
+        /// The last applied fleet config, resolved against the config file's folder.
+        cache_file: PathBuf,
+    },
+}
+
+/// A per-process local file validated on its own: the `store.kind = "etcd"`
+/// case, where `[gateway]`, `[admin]` and `[store]` are all the file holds and
+/// the units arrive later with the fleet config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalConfig {
+    /// `gateway.unit` by name (non-empty, a valid name). Whether it names a
+    /// unit can only be checked once the fleet config is composed.
+    pub unit: String,
+    /// `[gateway]` as validated, **except `unit`**: that index is 0 and
+    /// meaningless until the fleet config is composed; read [`LocalConfig::unit`].
+    pub gateway: Gateway,
+    pub admin: Option<Admin>,
+    pub store: Store,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +151,8 @@ pub struct Routing {
     pub forbidden_writes: Vec<SlotRange>,
     /// routing key -> home unit.
     pub overrides: HashMap<String, UnitId>,
+    /// An empty route table was asked for (else it is refused).
+    pub allow_empty_routes: bool,
 }
 
 impl Routing {
@@ -213,6 +266,8 @@ pub struct Service {
     pub health: HealthCheck,
     pub outlier: Option<Outlier>,
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Instances given by host name are re-resolved this often (default 5 s, >= 100 ms).
+    pub dns_refresh: Duration,
 }
 
 impl Service {
@@ -289,6 +344,8 @@ pub struct Route {
     pub jwt: Option<JwtId>,
     /// 0 = unlimited.
     pub max_inflight: u32,
+    /// 0 (default) = unlimited; a larger request body is refused with 413.
+    pub max_body_bytes: u64,
     pub rate_limits: Vec<RateLimit>,
     pub fallback: Option<Fallback>,
 }

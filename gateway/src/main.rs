@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 // The allocator is a measured choice: see "Allocator" in bench/README.md.
@@ -38,9 +38,17 @@ enum Command {
         config: PathBuf,
     },
     /// Validate a config file: print every error, exit 1 if any.
+    ///
+    /// With `store.kind = "etcd"` the file holds only the per-process sections
+    /// and is checked on its own, unless `--fleet` gives the fleet document.
     Check {
         #[arg(short, long)]
         config: PathBuf,
+        /// Also validate this fleet document composed with the local file, as
+        /// a gateway would run them (e.g. before `fleet init`). Its fleet-wide
+        /// sections replace any in the local file.
+        #[arg(long, value_name = "FLEET.toml")]
+        fleet: Option<PathBuf>,
     },
     /// Run the embedded demo: two units of an echo service, no files needed.
     Demo {
@@ -72,37 +80,89 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     guard
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let _log_guard = init_logging(cli.log_format);
-    match cli.command {
-        Command::Check { config } => match unitgate_config::load(&config) {
-            Ok(c) if unitgate::snapshot::verifiers(&c).is_err() => {
-                let errors = unitgate::snapshot::verifiers(&c).err().unwrap_or_default();
-                for e in &errors {
-                    eprintln!("{}: {e}", config.display());
+/// `unitgate check`: every error of the file(s) on stderr, each prefixed by
+/// the file it is in; a one-line summary on stdout when valid.
+fn check(config: &Path, fleet: Option<&Path>) -> ExitCode {
+    use unitgate_config::fleet::{self, Checked};
+    use unitgate_config::ConfigError;
+
+    // Where errors of the fleet-wide sections are: the fleet document if given.
+    let fleet_file = fleet.unwrap_or(config);
+    let files = match fleet {
+        Some(f) => format!("{} + {}", config.display(), f.display()),
+        None => config.display().to_string(),
+    };
+    let fail = |errors: Vec<(&Path, ConfigError)>| {
+        for (file, e) in &errors {
+            eprintln!("{}: {e}", file.display());
+        }
+        eprintln!("{files}: {} error(s)", errors.len());
+        ExitCode::FAILURE
+    };
+    let text = match unitgate_config::read_file(config) {
+        Ok(t) => t,
+        Err(e) => return fail(e.into_iter().map(|e| (config, e)).collect()),
+    };
+    let base_dir = unitgate_config::base_dir_of(config);
+    let checked = match fleet {
+        Some(fleet_path) => {
+            let fleet_text = match unitgate_config::read_file(fleet_path) {
+                Ok(t) => t,
+                Err(e) => return fail(e.into_iter().map(|e| (fleet_path, e)).collect()),
+            };
+            match fleet::check_composed(&text, &fleet_text, base_dir) {
+                Ok(c) => Checked::Full(Box::new(c)),
+                Err(e) => {
+                    let local = e.local.into_iter().map(|e| (config, e));
+                    let fleet = e.fleet.into_iter().map(|e| (fleet_file, e));
+                    return fail(local.chain(fleet).collect());
                 }
-                eprintln!("{}: {} error(s)", config.display(), errors.len());
+            }
+        }
+        None => match fleet::check(&text, base_dir) {
+            Ok(c) => c,
+            Err(e) => return fail(e.into_iter().map(|e| (config, e)).collect()),
+        },
+    };
+    match checked {
+        Checked::Local(l) => {
+            let prefix = match &l.store.kind {
+                unitgate_config::StoreKind::Etcd { prefix, .. } => prefix.as_str(),
+                unitgate_config::StoreKind::File => "",
+            };
+            println!(
+                "{}: ok (local file; fleet config lives in etcd under {prefix})",
+                config.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Checked::Full(c) => match unitgate::snapshot::verifiers(&c) {
+            // JWT keys are parsed here, where the crypto lives; they are fleet-wide.
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{}: {e}", fleet_file.display());
+                }
+                eprintln!("{files}: {} error(s)", errors.len());
                 ExitCode::FAILURE
             }
-            Ok(c) => {
+            Ok(_) => {
                 println!(
-                    "{}: ok ({} units, {} services, {} routes)",
-                    config.display(),
+                    "{files}: ok ({} units, {} services, {} routes)",
                     c.units.len(),
                     c.services.len(),
                     c.routes.len()
                 );
                 ExitCode::SUCCESS
             }
-            Err(errors) => {
-                for e in errors.iter() {
-                    eprintln!("{}: {e}", config.display());
-                }
-                eprintln!("{}: {} error(s)", config.display(), errors.len());
-                ExitCode::FAILURE
-            }
         },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _log_guard = init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { config, fleet } => check(&config, fleet.as_deref()),
         Command::Run { config } => {
             let cfg = match unitgate_config::load(&config) {
                 Ok(c) => c,

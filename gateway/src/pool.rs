@@ -311,6 +311,8 @@ mod tests {
 [gateway]
 unit = "A"
 listen = ["127.0.0.1:1"]
+[routing]
+allow_empty_routes = true
 [[units]]
 name = "A"
 slots = ["0-9999"]

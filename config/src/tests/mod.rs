@@ -3,13 +3,16 @@
 //! cannot pass on an unrelated mistake.
 
 mod examples;
+mod fleet;
 mod gateway;
+mod hardening;
 mod jwt;
 mod multi;
 mod parse;
 mod routes;
 mod routing;
 mod services;
+mod store;
 mod values;
 
 use std::path::Path;

@@ -8,6 +8,11 @@ mod policies;
 mod routes;
 mod routing;
 mod services;
+mod store;
+
+pub(crate) use check::key_path;
+#[cfg(test)]
+pub(crate) use store::hostname;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +20,10 @@ use std::time::Duration;
 
 use crate::errors::{ConfigErrors, Errors};
 use crate::raw::{RawAdmin, RawConfig, RawGateway, RawRedis};
-use crate::typed::{Admin, Config, Gateway, OnFailure, Redis, UnitId};
+use crate::typed::{Admin, Config, Gateway, LocalConfig, OnFailure, Redis, UnitId};
+
+/// Bounds of `gateway.max_header_bytes`.
+pub(crate) const MAX_HEADER_BYTES: std::ops::RangeInclusive<u64> = 1024..=1_048_576;
 
 /// Validates `raw` into a typed [`Config`], returning every error found.
 ///
@@ -23,16 +31,25 @@ use crate::typed::{Admin, Config, Gateway, OnFailure, Redis, UnitId};
 /// `public_key_file` and `jwks_file` paths resolve against it.
 pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let mut cx = Cx::new(raw, base_dir);
-    let gateway = gateway(&mut cx, &raw.gateway);
-    let admin = raw.admin.as_ref().map(|a| admin(&mut cx, a, &gateway));
+    let unit = if raw.gateway.unit.is_empty() {
+        cx.errs.push("gateway.unit", "is required");
+        None
+    } else {
+        cx.unit("gateway.unit", &raw.gateway.unit)
+    };
+    let mut gateway = gateway(&mut cx.errs, &raw.gateway);
+    gateway.unit = unit.unwrap_or_default();
+    let admin = raw.admin.as_ref().map(|a| admin(&mut cx.errs, a, &gateway));
+    let store = store::store(&mut cx.errs, raw.store.as_ref(), &gateway, base_dir);
     let (routing, units) = routing::routing_and_units(&mut cx, raw);
     let services = services::services(&mut cx, &raw.services);
     let jwt = jwt::verifiers(&mut cx, &raw.jwt);
-    let routes = routes::routes(&mut cx, &raw.routes);
+    let routes = routes::routes(&mut cx, &raw.routes, raw.routing.allow_empty_routes);
     let redis = raw.redis.as_ref().map(|r| redis(&mut cx, r));
     cx.errs.into_result(Config {
         gateway,
         admin,
+        store,
         routing,
         units,
         services,
@@ -40,6 +57,25 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors
         jwt,
         redis,
         raw: raw.clone(),
+    })
+}
+
+/// Validates the per-process sections of `raw` (`[gateway]`, `[admin]`,
+/// `[store]`) on their own, for a `store.kind = "etcd"` local file whose
+/// fleet-wide sections live in etcd. Fleet-wide sections in `raw` are not
+/// looked at (refusing them is [`crate::fleet::parse_local`]'s job), and
+/// `gateway.unit` is only checked to be a valid, non-empty name.
+pub fn validate_local(raw: &RawConfig, base_dir: &Path) -> Result<LocalConfig, ConfigErrors> {
+    let mut errs = Errors::default();
+    errs.check("gateway.unit", check::name(&raw.gateway.unit));
+    let gateway = gateway(&mut errs, &raw.gateway);
+    let admin = raw.admin.as_ref().map(|a| admin(&mut errs, a, &gateway));
+    let store = store::store(&mut errs, raw.store.as_ref(), &gateway, base_dir);
+    errs.into_result(LocalConfig {
+        unit: raw.gateway.unit.clone(),
+        gateway,
+        admin,
+        store,
     })
 }
 
@@ -138,23 +174,17 @@ fn index_names<'a>(
     map
 }
 
-fn gateway(cx: &mut Cx<'_>, g: &RawGateway) -> Gateway {
-    let unit = if g.unit.is_empty() {
-        cx.errs.push("gateway.unit", "is required");
-        None
-    } else {
-        cx.unit("gateway.unit", &g.unit)
-    };
+/// `[gateway]` but `unit`, which needs the units (left at 0 here).
+fn gateway(errs: &mut Errors, g: &RawGateway) -> Gateway {
     if g.listen.is_empty() {
-        cx.errs
-            .push("gateway.listen", "at least one address is required");
+        errs.push("gateway.listen", "at least one address is required");
     }
     let mut listen = Vec::new();
     for (i, s) in g.listen.iter().enumerate() {
         let path = format!("gateway.listen[{i}]");
-        if let Some(a) = cx.errs.check(&path, check::socket_addr(s)) {
+        if let Some(a) = errs.check(&path, check::socket_addr(s)) {
             if let Some(j) = listen.iter().position(|b| *b == a) {
-                cx.errs.push(
+                errs.push(
                     path,
                     format!("duplicate address (also gateway.listen[{j}])"),
                 );
@@ -164,7 +194,7 @@ fn gateway(cx: &mut Cx<'_>, g: &RawGateway) -> Gateway {
     }
     let threads = match g.threads {
         Some(0) => {
-            cx.errs.push("gateway.threads", "must be at least 1");
+            errs.push("gateway.threads", "must be at least 1");
             1
         }
         Some(n) => n,
@@ -174,33 +204,55 @@ fn gateway(cx: &mut Cx<'_>, g: &RawGateway) -> Gateway {
         .trusted_peers
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| {
-            cx.errs
-                .check(format!("gateway.trusted_peers[{i}]"), check::cidr(s))
-        })
+        .filter_map(|(i, s)| errs.check(format!("gateway.trusted_peers[{i}]"), check::cidr(s)))
         .collect();
+    let client_header_timeout = check::millis(
+        errs,
+        "gateway.client_header_timeout_ms",
+        g.client_header_timeout_ms,
+    );
+    let client_idle_timeout = check::millis(
+        errs,
+        "gateway.client_idle_timeout_ms",
+        g.client_idle_timeout_ms,
+    );
+    if !MAX_HEADER_BYTES.contains(&g.max_header_bytes) {
+        errs.push(
+            "gateway.max_header_bytes",
+            format!(
+                "must be between {} and {}",
+                MAX_HEADER_BYTES.start(),
+                MAX_HEADER_BYTES.end()
+            ),
+        );
+    }
     Gateway {
-        unit: unit.unwrap_or_default(),
+        unit: 0,
         listen,
         threads,
         grace_period: Duration::from_secs(g.grace_period_secs),
         trusted_peers,
         expose_unit_headers: g.expose_unit_headers,
+        client_header_timeout,
+        client_idle_timeout,
+        // In range (checked above) or an error is recorded; either way it fits.
+        max_header_bytes: usize::try_from(g.max_header_bytes).unwrap_or(usize::MAX),
+        max_connections: g.max_connections,
     }
 }
 
-fn admin(cx: &mut Cx<'_>, a: &RawAdmin, gateway: &Gateway) -> Admin {
-    let listen = cx.errs.check("admin.listen", check::socket_addr(&a.listen));
+fn admin(errs: &mut Errors, a: &RawAdmin, gateway: &Gateway) -> Admin {
+    let listen = errs.check("admin.listen", check::socket_addr(&a.listen));
     if let Some(l) = listen {
         if let Some(i) = gateway.listen.iter().position(|g| *g == l) {
-            cx.errs.push(
+            errs.push(
                 "admin.listen",
                 format!("same address as gateway.listen[{i}]"),
             );
         }
     }
     let token = check::secret(
-        &mut cx.errs,
+        errs,
         "admin",
         "token",
         a.token.as_ref(),

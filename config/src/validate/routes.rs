@@ -9,7 +9,16 @@ use crate::typed::{HostMatch, Placement, Route};
 /// Upper bound of `retries`: more would turn one request into a storm.
 pub(crate) const MAX_RETRIES: u32 = 10;
 
-pub(super) fn routes(cx: &mut Cx<'_>, raw: &[RawRoute]) -> Vec<Route> {
+/// `allow_empty` is `routing.allow_empty_routes`: without it an empty route
+/// table is refused, since such a gateway answers 404 to everything.
+pub(super) fn routes(cx: &mut Cx<'_>, raw: &[RawRoute], allow_empty: bool) -> Vec<Route> {
+    if raw.is_empty() && !allow_empty {
+        cx.errs.push(
+            "routes",
+            "no routes: a gateway with an empty route table answers 404 to everything; \
+             set routing.allow_empty_routes = true if that is intended",
+        );
+    }
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut routes = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter().enumerate() {
@@ -104,6 +113,7 @@ fn route(cx: &mut Cx<'_>, base: &str, r: &RawRoute) -> Route {
         retries: r.retries,
         jwt,
         max_inflight: r.max_inflight,
+        max_body_bytes: r.max_body_bytes,
         rate_limits,
         fallback,
     }

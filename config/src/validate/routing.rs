@@ -107,6 +107,7 @@ fn routing(cx: &mut Cx<'_>, r: &RawRouting, slots: Option<u32>) -> Routing {
         max_hops: r.max_hops,
         forbidden_writes,
         overrides,
+        allow_empty_routes: r.allow_empty_routes,
     }
 }
 

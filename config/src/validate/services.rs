@@ -11,6 +11,9 @@ use crate::typed::{
 /// Health checks more often than this would be a load test, not a check.
 const MIN_HEALTH_INTERVAL_MS: u64 = 10;
 
+/// Re-resolving host names more often than this would load the resolver for nothing.
+pub(crate) const MIN_DNS_REFRESH_MS: u64 = 100;
+
 pub(super) fn services(cx: &mut Cx<'_>, raw: &[RawService]) -> Vec<Service> {
     raw.iter()
         .enumerate()
@@ -75,6 +78,12 @@ fn service(cx: &mut Cx<'_>, base: &str, s: &RawService) -> Service {
         );
     }
     instances.sort_by_key(|i| i.unit);
+    if s.dns_refresh_ms < MIN_DNS_REFRESH_MS {
+        cx.errs.push(
+            format!("{base}.dns_refresh_ms"),
+            format!("must be at least {MIN_DNS_REFRESH_MS}"),
+        );
+    }
 
     Service {
         name: s.name.clone(),
@@ -94,6 +103,7 @@ fn service(cx: &mut Cx<'_>, base: &str, s: &RawService) -> Service {
             .circuit_breaker
             .as_ref()
             .map(|c| circuit_breaker(cx, &format!("{base}.circuit_breaker"), c)),
+        dns_refresh: Duration::from_millis(s.dns_refresh_ms),
     }
 }
 

@@ -423,6 +423,7 @@ listen = ["127.0.0.1:1"]
 [routing]
 slots = 100
 epoch = 3
+allow_empty_routes = true
 [[units]]
 name = "A"
 slots = ["0-99"]
