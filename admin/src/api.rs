@@ -34,12 +34,12 @@ fn tagged(status: StatusCode, value: impl Serialize, etag: &str) -> Response {
     resp
 }
 
-fn apply(
+async fn apply(
     s: &AppState,
     headers: &HeaderMap,
     change: Change<'_>,
 ) -> Result<(RawConfig, String), ApiError> {
-    s.handle.apply(if_match(headers), change)
+    s.handle.apply(if_match(headers), change).await
 }
 
 pub async fn healthz() -> impl IntoResponse {
@@ -134,7 +134,7 @@ pub async fn reload(State(s): State<AppState>) -> Result<Response, ApiError> {
 // ---- routes and services: the same collection semantics for both ----
 
 /// A named entry of a list in the raw config.
-trait Named: Serialize + DeserializeOwned + Clone + Send + 'static {
+trait Named: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     const WHAT: &'static str;
     fn name(&self) -> &str;
     fn set_name(&mut self, name: String);
@@ -182,7 +182,11 @@ fn get_one<T: Named>(s: &AppState, name: &str) -> Result<Response, ApiError> {
     Ok(tagged(StatusCode::OK, item, &etag))
 }
 
-fn create<T: Named>(s: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Response, ApiError> {
+async fn create<T: Named>(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
     let item: T = parse(body)?;
     let name = item.name().to_owned();
     let created = item.clone();
@@ -194,14 +198,15 @@ fn create<T: Named>(s: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<R
             if list.iter().any(|x| x.name() == name) {
                 return Err(ApiError::conflict(format!("{} {name:?} exists", T::WHAT)));
             }
-            list.push(item);
+            list.push(item.clone());
             Ok(())
         }),
-    )?;
+    )
+    .await?;
     Ok(tagged(StatusCode::CREATED, created, &etag))
 }
 
-fn replace<T: Named>(
+async fn replace<T: Named>(
     s: &AppState,
     headers: &HeaderMap,
     name: String,
@@ -226,14 +231,19 @@ fn replace<T: Named>(
                 .iter_mut()
                 .find(|x| x.name() == name)
                 .ok_or_else(|| ApiError::not_found(format!("{} {name:?}", T::WHAT)))?;
-            *slot = item;
+            *slot = item.clone();
             Ok(())
         }),
-    )?;
+    )
+    .await?;
     Ok(tagged(StatusCode::OK, replaced, &etag))
 }
 
-fn delete<T: Named>(s: &AppState, headers: &HeaderMap, name: String) -> Result<Response, ApiError> {
+async fn delete<T: Named>(
+    s: &AppState,
+    headers: &HeaderMap,
+    name: String,
+) -> Result<Response, ApiError> {
     let (_, etag) = apply(
         s,
         headers,
@@ -246,7 +256,8 @@ fn delete<T: Named>(s: &AppState, headers: &HeaderMap, name: String) -> Result<R
             list.remove(at);
             Ok(())
         }),
-    )?;
+    )
+    .await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     if let Ok(v) = HeaderValue::from_str(&etag) {
         resp.headers_mut().insert(header::ETAG, v);
@@ -268,7 +279,7 @@ pub async fn create_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create::<RawRoute>(&s, &headers, &body)
+    create::<RawRoute>(&s, &headers, &body).await
 }
 pub async fn put_route(
     State(s): State<AppState>,
@@ -276,14 +287,14 @@ pub async fn put_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    replace::<RawRoute>(&s, &headers, name, &body)
+    replace::<RawRoute>(&s, &headers, name, &body).await
 }
 pub async fn delete_route(
     State(s): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    delete::<RawRoute>(&s, &headers, name)
+    delete::<RawRoute>(&s, &headers, name).await
 }
 
 pub async fn list_services(State(s): State<AppState>) -> Response {
@@ -300,7 +311,7 @@ pub async fn create_service(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create::<RawService>(&s, &headers, &body)
+    create::<RawService>(&s, &headers, &body).await
 }
 pub async fn put_service(
     State(s): State<AppState>,
@@ -308,14 +319,14 @@ pub async fn put_service(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    replace::<RawService>(&s, &headers, name, &body)
+    replace::<RawService>(&s, &headers, name, &body).await
 }
 pub async fn delete_service(
     State(s): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    delete::<RawService>(&s, &headers, name)
+    delete::<RawService>(&s, &headers, name).await
 }
 
 // ---- units ----
@@ -365,15 +376,16 @@ pub async fn put_unit(
                 .iter_mut()
                 .find(|u| u.name == name)
                 .ok_or_else(|| ApiError::not_found(format!("unit {name:?}")))?;
-            if let Some(state) = change.state {
-                unit.state = state;
+            if let Some(state) = &change.state {
+                unit.state = state.clone();
             }
-            if let Some(failover) = change.failover {
-                unit.failover = failover;
+            if let Some(failover) = &change.failover {
+                unit.failover = failover.clone();
             }
             Ok(())
         }),
-    )?;
+    )
+    .await?;
     Ok(tagged(StatusCode::OK, raw.units, &etag))
 }
 
@@ -440,10 +452,55 @@ pub async fn put_shardmap(
                 u.slots = map.units.get(&u.name).cloned().unwrap_or_default();
             }
             raw.routing.epoch = map.epoch;
-            raw.routing.forbidden_writes = map.forbidden_writes;
-            raw.routing.overrides = map.overrides;
+            raw.routing.forbidden_writes = map.forbidden_writes.clone();
+            raw.routing.overrides = map.overrides.clone();
             Ok(())
         }),
-    )?;
+    )
+    .await?;
     Ok(tagged(StatusCode::OK, shardmap_of(&raw), &etag))
+}
+
+// ---- fleet and migrations ----
+
+pub async fn fleet(State(s): State<AppState>) -> Json<Value> {
+    Json(s.handle.fleet().await)
+}
+
+pub async fn list_migrations(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(s.handle.migrations().await?))
+}
+
+pub async fn get_migration(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(s.handle.migration(&id).await?))
+}
+
+/// `202 Accepted` with the migration and its `Location`: the fleet's driver
+/// carries it through its steps from here.
+pub async fn start_migration(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let body: Value = parse(&body)?;
+    let m = s.handle.start_migration(body).await?;
+    let id = m["id"].as_str().unwrap_or_default().to_owned();
+    let mut resp = (StatusCode::ACCEPTED, Json(m)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/admin/v1/migrations/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+pub async fn confirm_migration(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(s.handle.confirm_migration(&id).await?))
+}
+
+pub async fn abort_migration(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(s.handle.abort_migration(&id).await?))
 }

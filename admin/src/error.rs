@@ -80,6 +80,19 @@ impl ApiError {
         )
     }
 
+    /// The config store (etcd) cannot be reached: nothing was changed.
+    pub fn store_unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            message,
+        )
+    }
+
+    pub fn migration_in_progress(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "migration_in_progress", message)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }

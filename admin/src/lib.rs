@@ -21,10 +21,12 @@ use std::future::Future;
 use std::sync::Arc;
 use unitgate_config::RawConfig;
 
-/// A change to the raw config, run by the gateway on a copy under its lock.
-pub type Change<'a> = Box<dyn FnOnce(&mut RawConfig) -> Result<(), ApiError> + Send + 'a>;
+/// A change to the raw config, run by the gateway on a copy under its lock;
+/// with a shared store it may run again on a fresh copy after a lost race.
+pub type Change<'a> = Box<dyn Fn(&mut RawConfig) -> Result<(), ApiError> + Send + Sync + 'a>;
 
 /// What the admin API may ask of the running gateway.
+#[async_trait::async_trait]
 pub trait GatewayHandle: Send + Sync + 'static {
     /// Readiness: `Ok(())` when the gateway can serve, else why not.
     fn readiness(&self) -> Result<(), String>;
@@ -38,13 +40,23 @@ pub trait GatewayHandle: Send + Sync + 'static {
     fn config(&self) -> (RawConfig, String);
     /// Applies `change` to a copy, validates the whole result, persists and
     /// swaps it; `if_match` must equal the current ETag when given.
-    fn apply(
+    async fn apply(
         &self,
         if_match: Option<&str>,
         change: Change<'_>,
     ) -> Result<(RawConfig, String), ApiError>;
     /// Reloads the config file now.
     fn reload(&self) -> Result<(bool, String), ApiError>;
+    /// The fleet's gateways and the store's state (`GET /admin/v1/fleet`).
+    async fn fleet(&self) -> serde_json::Value;
+    /// Every migration, oldest first.
+    async fn migrations(&self) -> Result<serde_json::Value, ApiError>;
+    async fn migration(&self, id: &str) -> Result<serde_json::Value, ApiError>;
+    /// Starts a migration from a `POST /admin/v1/migrations` body.
+    async fn start_migration(&self, body: serde_json::Value)
+        -> Result<serde_json::Value, ApiError>;
+    async fn confirm_migration(&self, id: &str) -> Result<serde_json::Value, ApiError>;
+    async fn abort_migration(&self, id: &str) -> Result<serde_json::Value, ApiError>;
 }
 
 #[derive(Clone)]
@@ -85,6 +97,14 @@ pub fn router(token: &str, handle: Arc<dyn GatewayHandle>) -> Router {
         .route("/units", get(api::list_units))
         .route("/units/{name}", get(api::get_unit).put(api::put_unit))
         .route("/shardmap", get(api::get_shardmap).put(api::put_shardmap))
+        .route("/fleet", get(api::fleet))
+        .route(
+            "/migrations",
+            get(api::list_migrations).post(api::start_migration),
+        )
+        .route("/migrations/{id}", get(api::get_migration))
+        .route("/migrations/{id}/confirm", post(api::confirm_migration))
+        .route("/migrations/{id}/abort", post(api::abort_migration))
         .fallback(api::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -50,6 +50,21 @@ enum Command {
         #[arg(long, value_name = "FLEET.toml")]
         fleet: Option<PathBuf>,
     },
+    /// The fleet's shared config in etcd (`[store] kind = "etcd"`).
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+    /// Run one echo backend (the demo's instances), for demos and benches.
+    #[command(hide = true)]
+    Echo {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, default_value = "A")]
+        unit: String,
+        #[arg(long, default_value = "e1")]
+        instance: String,
+    },
     /// Run the embedded demo: two units of an echo service, no files needed.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -60,6 +75,61 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         control_listen: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Validate FLEET.toml and write it to the store (once; --force replaces).
+    Init {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Every live gateway of the fleet: id, unit, applied epoch, in sync or not.
+    Status {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+/// `unitgate run` with `[store] kind = "etcd"`: the fleet part from the
+/// store, the cache, or nothing yet.
+fn run_fleet(config: PathBuf, text: &str) -> ExitCode {
+    let base = unitgate_config::base_dir_of(&config).to_path_buf();
+    match unitgate::fleet::boot::boot(text, &base) {
+        Ok(boot) => {
+            match unitgate::server::run_with(boot.config, Some(config), boot.source, boot.revision)
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unitgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}: {e}", config.display());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_result(r: Result<String, String>) -> ExitCode {
+    match r {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Logs go to stderr through a background writer: a slow or blocked stderr
@@ -163,7 +233,49 @@ fn main() -> ExitCode {
     let _log_guard = init_logging(cli.log_format);
     match cli.command {
         Command::Check { config, fleet } => check(&config, fleet.as_deref()),
+        Command::Echo {
+            listen,
+            unit,
+            instance,
+        } => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("unitgate echo: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(async {
+                match unitgate::echo::EchoServer::start(&unit, &instance, listen).await {
+                    Ok(_server) => {
+                        eprintln!("echo {unit}/{instance} on {listen}");
+                        let _ = tokio::signal::ctrl_c().await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("unitgate echo: {listen}: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Fleet { command } => match command {
+            FleetCommand::Init {
+                config,
+                from,
+                force,
+            } => print_result(unitgate::fleet::cli::init(&config, &from, force)),
+            FleetCommand::Status { config } => print_result(unitgate::fleet::cli::status(&config)),
+        },
         Command::Run { config } => {
+            let text = std::fs::read_to_string(&config).unwrap_or_default();
+            let etcd = unitgate_config::fleet::parse_local(&text)
+                .ok()
+                .and_then(|raw| raw.store)
+                .is_some_and(|s| s.kind == "etcd");
+            if etcd {
+                return run_fleet(config, &text);
+            }
             let cfg = match unitgate_config::load(&config) {
                 Ok(c) => c,
                 Err(errors) => {

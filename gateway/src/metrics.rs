@@ -317,7 +317,69 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
     );
     let up = snap.redis.as_ref().is_some_and(|r| r.is_up());
     let _ = writeln!(out, "unitgate_redis_up {}", u8::from(up));
+    render_fleet(&mut out, control);
     out
+}
+
+/// The store, the fleet's gateways and the current migration.
+fn render_fleet(out: &mut String, control: &ControlPlane) {
+    use crate::control::Source;
+    use crate::fleet::migration::{State, CURRENT_STATE};
+    let (up, in_sync, lagging) = match &control.source {
+        Source::File => (true, 1, 0),
+        Source::Etcd(src) => (
+            src.store_up.load(Ordering::Relaxed),
+            src.fleet_counts[0].load(Ordering::Relaxed),
+            src.fleet_counts[1].load(Ordering::Relaxed),
+        ),
+    };
+    header(
+        out,
+        "unitgate_store_up",
+        "gauge",
+        "1 while the config store answers (always 1 with store.kind = \"file\").",
+    );
+    let _ = writeln!(out, "unitgate_store_up {}", u8::from(up));
+    header(
+        out,
+        "unitgate_fleet_gateways",
+        "gauge",
+        "Live gateways of the fleet by whether they run this gateway's config.",
+    );
+    let _ = writeln!(
+        out,
+        "unitgate_fleet_gateways{{state=\"in_sync\"}} {in_sync}"
+    );
+    let _ = writeln!(
+        out,
+        "unitgate_fleet_gateways{{state=\"lagging\"}} {lagging}"
+    );
+    header(
+        out,
+        "unitgate_migration_state",
+        "gauge",
+        "1 for the state of the running (or last seen) slot migration.",
+    );
+    let current = CURRENT_STATE.load(Ordering::Relaxed);
+    for (i, state) in State::ALL.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "unitgate_migration_state{{state=\"{}\"}} {}",
+            state.as_str(),
+            u8::from(i == current)
+        );
+    }
+    header(
+        out,
+        "unitgate_fleet_peer_epoch_ahead_total",
+        "counter",
+        "Requests from trusted peers with a newer epoch than ours (each triggers a store read).",
+    );
+    let _ = writeln!(
+        out,
+        "unitgate_fleet_peer_epoch_ahead_total {}",
+        crate::fleet::PEER_EPOCH_AHEAD.load(Ordering::Relaxed)
+    );
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! `gateway.grace_period_secs` runs out. pingora alone would always sleep the
 //! whole grace period; the drain watcher below ends it early.
 
-use crate::control::{ChangeError, ControlPlane};
+use crate::control::{ChangeError, ControlPlane, Source};
+use crate::fleet::migration::{MigrationDriver, MigrationError, Migrations};
+use crate::fleet::sync::FleetSync;
 use crate::health::{HealthService, HealthSupervisor};
 use crate::limits::LimitsService;
 use crate::proxy::ctx::INFLIGHT;
@@ -47,6 +49,17 @@ pub enum StartError {
 /// `path` is the config file (watched, reloaded, written by admin changes);
 /// `None` for an embedded config, whose changes stay in memory.
 pub fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), StartError> {
+    run_with(config, path, Source::File, 0)
+}
+
+/// [`run`] with the fleet-wide config from `source`, built at store
+/// `revision` (see `crate::fleet::boot`).
+pub fn run_with(
+    config: Config,
+    path: Option<std::path::PathBuf>,
+    source: Source,
+    revision: i64,
+) -> Result<(), StartError> {
     // Bind-check the data-plane addresses so a taken port is a clear error
     // now, not a failure inside pingora's startup. The check socket never
     // listens: nothing can connect to it before pingora's listener is up.
@@ -76,7 +89,14 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), Start
     let first = Snapshot::build(config, None).map_err(|e| StartError::Config(e.join("\n")))?;
     let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
     let health = Arc::new(HealthSupervisor::new(snapshot.clone()));
-    let control = Arc::new(ControlPlane::new(snapshot.clone(), path, health.clone()));
+    let control = Arc::new(ControlPlane::with_source(
+        snapshot.clone(),
+        path,
+        health.clone(),
+        source,
+        revision,
+    ));
+    let migrations = Arc::new(Migrations::new(control.clone()));
 
     let mut conf = ServerConf {
         threads,
@@ -110,11 +130,17 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), Start
         "rate limits",
         LimitsService(snapshot.clone()),
     ));
+    server.add_service(background_service("fleet sync", FleetSync(control.clone())));
+    server.add_service(background_service(
+        "migrations",
+        MigrationDriver(migrations.clone()),
+    ));
     if let Some((listener, token)) = admin {
         let admin = AdminService {
             listener: Mutex::new(Some(listener)),
             token,
             control: control.clone(),
+            migrations: migrations.clone(),
         };
         server.add_service(background_service("admin api", admin));
     }
@@ -175,14 +201,32 @@ struct AdminService {
     listener: Mutex<Option<std::net::TcpListener>>,
     token: String,
     control: Arc<ControlPlane>,
+    migrations: Arc<Migrations>,
 }
 
 /// The admin API's narrow view of the gateway.
 struct Handle {
     snapshot: SharedSnapshot,
     control: Arc<ControlPlane>,
+    migrations: Arc<Migrations>,
 }
 
+fn migration_error(e: MigrationError) -> unitgate_admin::ApiError {
+    use unitgate_admin::ApiError;
+    match e {
+        MigrationError::Invalid(m) => ApiError::bad_request(m),
+        MigrationError::InProgress(_) => ApiError::migration_in_progress(e.to_string()),
+        MigrationError::NotFound(id) => ApiError::not_found(format!("migration {id:?}")),
+        MigrationError::Conflict(m) => ApiError::conflict(m),
+        MigrationError::Unavailable(m) => ApiError::store_unavailable(m),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+#[async_trait]
 impl unitgate_admin::GatewayHandle for Handle {
     fn health(&self) -> serde_json::Value {
         crate::report::health(&self.snapshot.load())
@@ -201,6 +245,7 @@ impl unitgate_admin::GatewayHandle for Handle {
             "uptime_secs": self.control.uptime_secs(),
             "config_file": self.control.config_path().map(|p| p.display().to_string()),
             "last_reload": self.control.last_reload(),
+            "store": self.control.store_status(),
         })
     }
 
@@ -208,18 +253,80 @@ impl unitgate_admin::GatewayHandle for Handle {
         self.control.current()
     }
 
-    fn apply(
+    async fn apply(
         &self,
         if_match: Option<&str>,
         change: unitgate_admin::Change<'_>,
     ) -> Result<(unitgate_config::RawConfig, String), unitgate_admin::ApiError> {
         use unitgate_admin::ApiError;
-        self.control.apply(if_match, change).map_err(|e| match e {
-            ChangeError::Change(e) => e,
-            ChangeError::Invalid(errors) => ApiError::invalid(errors),
-            ChangeError::Precondition { current } => ApiError::precondition_failed(&current),
-            ChangeError::Persist(why) => ApiError::internal(format!("not applied: {why}")),
-        })
+        self.control
+            .apply(if_match, change)
+            .await
+            .map_err(|e| match e {
+                ChangeError::Change(e) => e,
+                ChangeError::Invalid(errors) => ApiError::invalid(errors),
+                ChangeError::Precondition { current } => ApiError::precondition_failed(&current),
+                ChangeError::Persist(why) => ApiError::internal(format!("not applied: {why}")),
+                ChangeError::Unavailable(why) => {
+                    ApiError::store_unavailable(format!("not applied: {why}"))
+                }
+            })
+    }
+
+    async fn fleet(&self) -> serde_json::Value {
+        crate::fleet::view(&self.control).await
+    }
+
+    async fn migrations(&self) -> Result<serde_json::Value, unitgate_admin::ApiError> {
+        self.migrations
+            .list()
+            .await
+            .map(to_json)
+            .map_err(migration_error)
+    }
+
+    async fn migration(&self, id: &str) -> Result<serde_json::Value, unitgate_admin::ApiError> {
+        self.migrations
+            .get(id)
+            .await
+            .map(to_json)
+            .map_err(migration_error)
+    }
+
+    async fn start_migration(
+        &self,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, unitgate_admin::ApiError> {
+        let start = serde_json::from_value(body).map_err(|e| {
+            unitgate_admin::ApiError::bad_request(format!("invalid migration: {e}"))
+        })?;
+        self.migrations
+            .start(start)
+            .await
+            .map(to_json)
+            .map_err(migration_error)
+    }
+
+    async fn confirm_migration(
+        &self,
+        id: &str,
+    ) -> Result<serde_json::Value, unitgate_admin::ApiError> {
+        self.migrations
+            .confirm(id)
+            .await
+            .map(to_json)
+            .map_err(migration_error)
+    }
+
+    async fn abort_migration(
+        &self,
+        id: &str,
+    ) -> Result<serde_json::Value, unitgate_admin::ApiError> {
+        self.migrations
+            .abort(id)
+            .await
+            .map(to_json)
+            .map_err(migration_error)
     }
 
     fn reload(&self) -> Result<(bool, String), unitgate_admin::ApiError> {
@@ -232,6 +339,11 @@ impl unitgate_admin::GatewayHandle for Handle {
     fn readiness(&self) -> Result<(), String> {
         if !RUNNING.load(Ordering::Acquire) {
             return Err("listeners are not running".into());
+        }
+        if let Source::Etcd(src) = &self.control.source {
+            if !src.has_config.load(Ordering::Relaxed) {
+                return Err("no fleet config yet: the store is unreachable or not seeded, and there is no cache_file".into());
+            }
         }
         let snap = self.snapshot.load();
         for (svc, state) in snap.config.services.iter().zip(&snap.services) {
@@ -269,6 +381,7 @@ impl BackgroundService for AdminService {
         let handle = Arc::new(Handle {
             snapshot: self.control.snapshot.clone(),
             control: self.control.clone(),
+            migrations: self.migrations.clone(),
         });
         let stop = async move {
             let _ = shutdown.changed().await;

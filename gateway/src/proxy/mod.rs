@@ -152,6 +152,15 @@ impl ProxyHttp for Gateway {
         let trusted = snap.unit.is_trusted(ctx.client_ip);
         if !trusted {
             crate::unit::strip_unit_headers(session.req_header_mut());
+        } else if let Some(peer) = session
+            .req_header()
+            .headers
+            .get("x-unit-epoch")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            // A peer on a newer shard map: read the store now.
+            crate::fleet::note_peer_epoch(peer, snap.config.routing.epoch);
         }
 
         // 3. authenticate: a valid token from the route's verifier.

@@ -16,6 +16,7 @@ fn routing(keys: &[(&str, &str)], active: &str) -> Routing {
             .collect::<BTreeMap<_, _>>(),
         active_key: Some(active.into()),
         max_hops: 1,
+        allow_empty_routes: false,
         forbidden_writes: vec![],
         overrides: Default::default(),
     }

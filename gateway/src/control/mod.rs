@@ -7,6 +7,14 @@
 //! directory) and only then swapped in. The file's content hash is recorded,
 //! so the watcher recognises our own write and does not reload it as a
 //! foreign change.
+//!
+//! With `[store] kind = "etcd"` ([`etcd`]), the fleet-wide sections come
+//! from the store instead: a mutation is a compare-and-swap on the store's
+//! document, and the store's watch (see `crate::fleet::sync`) brings every
+//! change, ours included, to [`ControlPlane::apply_doc`]. The local file then
+//! holds only the per-process sections.
+
+pub mod etcd;
 
 use crate::health::HealthSupervisor;
 use crate::snapshot::{SharedSnapshot, Snapshot};
@@ -17,6 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use unitgate_config::{ConfigError, ConfigErrors, RawConfig};
+
+pub use etcd::EtcdSource;
 
 /// Why a change was refused; the admin API maps these to status codes.
 #[derive(Debug)]
@@ -29,6 +39,16 @@ pub enum ChangeError<E> {
     Precondition { current: String },
     /// Writing the file failed (500); nothing was applied.
     Persist(String),
+    /// The config store cannot be reached (503); nothing was applied.
+    Unavailable(String),
+}
+
+/// Where the fleet-wide config comes from.
+pub enum Source {
+    /// The `--config` file holds everything (or, for the demo, memory).
+    File,
+    /// The fleet-wide sections live in etcd; the local file holds the rest.
+    Etcd(EtcdSource),
 }
 
 /// The outcome of the last reload attempt, for `/admin/v1/status`.
@@ -45,6 +65,10 @@ pub struct ReloadReport {
 struct Applied {
     raw: RawConfig,
     etag: String,
+    /// The store revision of the applied fleet document (etcd mode).
+    revision: i64,
+    /// A store revision that failed validation: not retried or recounted.
+    rejected_revision: Option<i64>,
     /// sha256 of the config file as we last read or wrote it.
     file_hash: Option<[u8; 32]>,
     last_reload: Option<ReloadReport>,
@@ -57,6 +81,10 @@ pub struct ControlPlane {
     base_dir: PathBuf,
     health: Arc<HealthSupervisor>,
     applied: Mutex<Applied>,
+    pub source: Source,
+    /// Serializes mutations that await the store (the `applied` lock cannot
+    /// be held across an await).
+    write_lock: tokio::sync::Mutex<()>,
     started: Instant,
     pub reloads_ok: AtomicU64,
     pub reloads_error: AtomicU64,
@@ -71,7 +99,16 @@ pub fn etag_of(raw: &RawConfig) -> String {
     format!("\"{hex}\"")
 }
 
-fn unix_now() -> u64 {
+/// The ETag of `raw` under `source`: with a store, the fleet document's hash,
+/// the same on every gateway whatever its local file says.
+fn etag_for(source: &Source, raw: &RawConfig) -> String {
+    match source {
+        Source::File => etag_of(raw),
+        Source::Etcd(_) => etcd::fleet_etag(raw),
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -103,6 +140,18 @@ impl ControlPlane {
         path: Option<PathBuf>,
         health: Arc<HealthSupervisor>,
     ) -> Self {
+        Self::with_source(snapshot, path, health, Source::File, 0)
+    }
+
+    /// A control plane over `source`; `revision` is the store revision the
+    /// running snapshot was built from (0 when none).
+    pub fn with_source(
+        snapshot: SharedSnapshot,
+        path: Option<PathBuf>,
+        health: Arc<HealthSupervisor>,
+        source: Source,
+        revision: i64,
+    ) -> Self {
         let raw = snapshot.load().config.raw.clone();
         let base_dir = path
             .as_deref()
@@ -119,11 +168,15 @@ impl ControlPlane {
             base_dir,
             health,
             applied: Mutex::new(Applied {
-                etag: etag_of(&raw),
+                etag: etag_for(&source, &raw),
                 raw,
+                revision,
+                rejected_revision: None,
                 file_hash,
                 last_reload: None,
             }),
+            source,
+            write_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             reloads_ok: AtomicU64::new(0),
             reloads_error: AtomicU64::new(0),
@@ -176,7 +229,11 @@ impl ControlPlane {
             return Ok(false);
         }
         let text = String::from_utf8_lossy(&bytes);
-        let config = match unitgate_config::parse(&text, &self.base_dir) {
+        let parsed = match &self.source {
+            Source::File => unitgate_config::parse(&text, &self.base_dir),
+            Source::Etcd(_) => etcd::compose_local(&text, &a.raw, &self.base_dir),
+        };
+        let config = match parsed {
             Ok(c) => c,
             Err(errors) => return Err(self.record_failure(&mut a, source, lines(&errors))),
         };
@@ -196,7 +253,7 @@ impl ControlPlane {
             tracing::warn!(keys = ?restart, "config change needs a restart to take effect; the rest is applied");
         }
         a.raw = raw;
-        a.etag = etag_of(&a.raw);
+        a.etag = etag_for(&self.source, &a.raw);
         self.swap(next);
         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
         a.last_reload = Some(self.report(source, "ok", vec![], restart));
@@ -233,12 +290,28 @@ impl ControlPlane {
     }
 
     /// Applies `change` to a copy of the running raw config: validate the
-    /// whole result, persist it, swap it in. `if_match` must equal the
-    /// current ETag when given.
-    pub fn apply<E>(
+    /// whole result, persist it (the file, or the store with a
+    /// compare-and-swap), swap it in. `if_match` must equal the current ETag
+    /// when given. With a store, `change` runs again on a fresh copy when
+    /// another gateway's write won the race.
+    pub async fn apply<E>(
         &self,
         if_match: Option<&str>,
-        change: impl FnOnce(&mut RawConfig) -> Result<(), E>,
+        change: impl Fn(&mut RawConfig) -> Result<(), E>,
+    ) -> Result<(RawConfig, String), ChangeError<E>> {
+        match &self.source {
+            Source::File => self.apply_file(if_match, change),
+            Source::Etcd(src) => {
+                let _serial = self.write_lock.lock().await;
+                self.apply_etcd(src, if_match, change).await
+            }
+        }
+    }
+
+    fn apply_file<E>(
+        &self,
+        if_match: Option<&str>,
+        change: impl Fn(&mut RawConfig) -> Result<(), E>,
     ) -> Result<(RawConfig, String), ChangeError<E>> {
         let mut a = self.lock();
         if let Some(tag) = if_match {
@@ -265,7 +338,7 @@ impl ControlPlane {
             tracing::warn!(keys = ?restart, "admin change needs a restart to take effect; the rest is applied");
         }
         a.raw = raw;
-        a.etag = etag_of(&a.raw);
+        a.etag = etag_for(&self.source, &a.raw);
         self.swap(next);
         tracing::info!(etag = %a.etag, "admin change applied");
         Ok((a.raw.clone(), a.etag.clone()))
@@ -286,7 +359,7 @@ impl ControlPlane {
 
 /// Temp file beside `path`, fsync, rename over `path`, fsync the directory:
 /// a crash leaves either the old file or the new one, never half of one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

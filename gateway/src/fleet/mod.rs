@@ -1,0 +1,134 @@
+//! The fleet: every gateway of a deployment, agreeing on one shard map.
+//!
+//! - [`sync`]: one gateway following the store (read, watch, reconcile) and
+//!   publishing its status under a lease;
+//! - [`migration`]: slot migrations as a sequence of epochs with barriers,
+//!   driven by exactly one gateway at a time;
+//! - [`ranges`]: slot-set arithmetic for migrations.
+//!
+//! Keys under the store's prefix: `config` (the fleet document),
+//! `gateways/<id>` (status, leased), `migrations/<id>` (a migration's record),
+//! `lock/migration` (the driving gateway, leased). With `kind = "file"` the
+//! fleet is this one gateway and the same API answers from memory.
+
+pub mod boot;
+pub mod cli;
+pub mod migration;
+pub mod ranges;
+pub mod sync;
+
+use crate::control::{ControlPlane, Source};
+use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Notify;
+use unitgate_store::{EtcdStore, StoreError};
+
+/// Wakes the sync loop for an immediate read of the store.
+pub static RESYNC: Notify = Notify::const_new();
+/// Requests from trusted peers that carried a newer epoch than ours.
+pub static PEER_EPOCH_AHEAD: AtomicU64 = AtomicU64::new(0);
+
+/// Called on a request from a trusted peer with `x-unit-epoch: peer`: a
+/// newer epoch than ours means the store moved and we have not seen it yet.
+/// An older one is served on our (newer) map: the newest epoch wins.
+pub fn note_peer_epoch(peer: u64, ours: u64) {
+    if peer > ours {
+        PEER_EPOCH_AHEAD.fetch_add(1, Ordering::Relaxed);
+        RESYNC.notify_one();
+    }
+}
+
+/// One gateway's status entry, as published under its lease.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct GatewayStatus {
+    pub id: String,
+    #[serde(default)]
+    pub unit: String,
+    #[serde(default)]
+    pub epoch: u64,
+    #[serde(default)]
+    pub config_hash: String,
+    #[serde(default)]
+    pub revision: i64,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub admin: Option<String>,
+    #[serde(default)]
+    pub updated_unix: u64,
+}
+
+/// Every live gateway's status (entries whose lease expired are gone).
+pub async fn list_gateways(store: &EtcdStore) -> Result<Vec<GatewayStatus>, StoreError> {
+    let entries = store.list("gateways/").await?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(key, value, _)| match serde_json::from_slice(&value) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::debug!(key, "unreadable gateway status: {e}");
+                None
+            }
+        })
+        .collect())
+}
+
+/// The live gateways as `/admin/v1/fleet` shows them, and whether the store
+/// answered. In file mode: this gateway alone.
+pub async fn view(control: &ControlPlane) -> serde_json::Value {
+    let snap = control.snapshot.load();
+    let epoch = snap.config.routing.epoch;
+    let ours = control.current().1.trim_matches('"').to_owned();
+    let (store, connected, gateways) = match &control.source {
+        Source::File => {
+            let me: GatewayStatus =
+                serde_json::from_value(control.status_record()).unwrap_or_else(|_| GatewayStatus {
+                    id: String::new(),
+                    unit: String::new(),
+                    epoch,
+                    config_hash: ours.clone(),
+                    revision: 0,
+                    version: String::new(),
+                    listen: vec![],
+                    admin: None,
+                    updated_unix: 0,
+                });
+            let id = crate::fleet::migration::local_gateway_id(control);
+            ("file", true, vec![GatewayStatus { id, ..me }])
+        }
+        Source::Etcd(src) => match list_gateways(&src.store).await {
+            Ok(g) => ("etcd", true, g),
+            Err(_) => {
+                let me = serde_json::from_value(control.status_record()).ok();
+                ("etcd", false, me.into_iter().collect())
+            }
+        },
+    };
+    let mut gateways: Vec<serde_json::Value> = gateways
+        .into_iter()
+        .map(|g| {
+            serde_json::json!({
+                "id": g.id,
+                "unit": g.unit,
+                "epoch": g.epoch,
+                "config_hash": g.config_hash,
+                "in_sync": g.config_hash == ours && g.epoch == epoch,
+                "revision": g.revision,
+                "version": g.version,
+                "listen": g.listen,
+                "admin": g.admin,
+                "updated_unix": g.updated_unix,
+            })
+        })
+        .collect();
+    gateways.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    serde_json::json!({
+        "store": store,
+        "connected": connected,
+        "epoch": epoch,
+        "revision": control.revision(),
+        "gateways": gateways,
+    })
+}
