@@ -269,6 +269,13 @@ Failover: crash unit A's instances, watch A's users cross to B, bring A back:
 Or a planned drain through the admin API (state: active | draining | down):
   curl -s -X PUT http://{adm}/admin/v1/units/A -H 'authorization: Bearer {token}' -d '{{"state":"draining"}}'
   curl -s -X PUT http://{adm}/admin/v1/units/A -H 'authorization: Bearer {token}' -d '{{"state":"active"}}'
+A slot migration (a fleet of one here; see scripts/fleet-demo.sh for a fleet on etcd):
+  curl -s -X POST http://{adm}/admin/v1/migrations -H 'authorization: Bearer {token}' -d '{{"slots":["0-99"],"to":"B","confirm":"manual"}}'
+  curl -s http://{adm}/admin/v1/migrations -H 'authorization: Bearer {token}'    # waiting_confirm: slots 0-99 frozen
+  curl -si -X POST http://{l}/orders -H 'x-user-id: 42'                          # 503 write_forbidden meanwhile
+  curl -s -X POST http://{adm}/admin/v1/migrations/<id>/confirm -H 'authorization: Bearer {token}'
+  curl -si http://{l}/orders -H 'x-user-id: 42' | grep -i x-unit-home            # now B
+  curl -s http://{adm}/admin/v1/fleet -H 'authorization: Bearer {token}'
 Admin and metrics:
   curl -s http://{adm}/healthz; curl -s http://{adm}/readyz
   curl -s http://{adm}/admin/v1/health -H 'authorization: Bearer {token}'

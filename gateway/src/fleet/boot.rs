@@ -85,13 +85,18 @@ pub fn boot(text: &str, base_dir: &Path) -> Result<Boot, Vec<String>> {
             .block_on(async { tokio::time::timeout(BOOT_READ, store.read_config()).await })
     };
     let (gateway_id, lease_secs) = (first.store.gateway_id.clone(), first.store.lease_secs);
-    let source = |cache_file| {
-        Source::Etcd(EtcdSource::new(
+    // `has_config`: booted from the store or the cache (ready), or from the
+    // placeholder (not ready until the store answers).
+    let source = |cache_file, has_config: bool| {
+        let src = EtcdSource::new(
             EtcdStore::new(endpoints.clone(), &prefix, store_options()),
             cache_file,
             gateway_id.clone(),
             lease_secs,
-        ))
+        );
+        src.has_config
+            .store(has_config, std::sync::atomic::Ordering::Relaxed);
+        Source::Etcd(src)
     };
     match read {
         Ok(Ok((Some(doc), _))) => match compose_doc(&doc.text, &local, base_dir) {
@@ -103,7 +108,7 @@ pub fn boot(text: &str, base_dir: &Path) -> Result<Boot, Vec<String>> {
                 );
                 return Ok(Boot {
                     config,
-                    source: source(cache_file),
+                    source: source(cache_file, true),
                     revision: doc.mod_revision,
                     origin: "store",
                 });
@@ -124,7 +129,7 @@ pub fn boot(text: &str, base_dir: &Path) -> Result<Boot, Vec<String>> {
                 tracing::info!(file = %cache_file.display(), "booting from the fleet cache");
                 return Ok(Boot {
                     config,
-                    source: source(cache_file),
+                    source: source(cache_file, true),
                     revision: cached_revision(&cached),
                     origin: "cache",
                 });
@@ -137,7 +142,7 @@ pub fn boot(text: &str, base_dir: &Path) -> Result<Boot, Vec<String>> {
     tracing::warn!("no fleet config (store unreachable or empty, no usable cache): not ready until the store answers");
     Ok(Boot {
         config: first,
-        source: source(cache_file),
+        source: source(cache_file, false),
         revision: 0,
         origin: "none",
     })
