@@ -37,7 +37,7 @@ impl BackgroundService for MigrationDriver {
 impl Migrations {
     async fn tick(&self, leader: &mut Option<Leadership>) -> Result<(), MigrationError> {
         let Some(id) = self.book.active().await? else {
-            CURRENT_STATE.store(usize::MAX, Ordering::Relaxed);
+            // CURRENT_STATE keeps the last migration's end state.
             if let Some(l) = leader.take() {
                 let _ = l.release().await;
             }

@@ -27,13 +27,27 @@ use unitgate_store::{EtcdStore, StoreError};
 pub static RESYNC: Notify = Notify::const_new();
 /// Requests from trusted peers that carried a newer epoch than ours.
 pub static PEER_EPOCH_AHEAD: AtomicU64 = AtomicU64::new(0);
+/// When the last peer-triggered read was asked for (ms on [`crate::clock`]).
+static LAST_RESYNC_MS: AtomicU64 = AtomicU64::new(0);
+/// At most one peer-triggered store read per this many milliseconds, however
+/// many requests carry a newer epoch.
+const RESYNC_EVERY_MS: u64 = 100;
 
 /// Called on a request from a trusted peer with `x-unit-epoch: peer`: a
 /// newer epoch than ours means the store moved and we have not seen it yet.
 /// An older one is served on our (newer) map: the newest epoch wins.
 pub fn note_peer_epoch(peer: u64, ours: u64) {
-    if peer > ours {
-        PEER_EPOCH_AHEAD.fetch_add(1, Ordering::Relaxed);
+    if peer <= ours {
+        return;
+    }
+    PEER_EPOCH_AHEAD.fetch_add(1, Ordering::Relaxed);
+    let now = crate::clock::now_ms();
+    let last = LAST_RESYNC_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= RESYNC_EVERY_MS
+        && LAST_RESYNC_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
         RESYNC.notify_one();
     }
 }
