@@ -20,6 +20,8 @@ pub struct RequestCtx {
     /// The path as the client sent it, when normalisation changed it (the
     /// request header carries the normal form): for the access log.
     pub raw_path: Option<Box<str>>,
+    /// Request body bytes read so far (for the route's `max_body_bytes`).
+    pub body_bytes: u64,
     pub client_ip: Option<IpAddr>,
     pub route: Option<RouteCtx>,
     /// Set once the route matched and unit routing decided.
@@ -106,6 +108,7 @@ impl RequestCtx {
             snapshot: None,
             request_id: http::HeaderValue::from_static(""),
             raw_path: None,
+            body_bytes: 0,
             client_ip: None,
             route: None,
             unit: None,

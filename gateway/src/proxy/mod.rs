@@ -79,6 +79,20 @@ fn authenticate(snap: &Snapshot, j: usize, session: &mut Session) -> Result<Clai
     Ok(claims)
 }
 
+/// Per-connection client limits, re-applied on every request: an idle
+/// keep-alive connection lives at most `client_idle_timeout` (whatever
+/// `Keep-Alive: timeout=` the client asks for), and pipelined HTTP/1.1
+/// requests are answered in order rather than dropped.
+fn client_connection(session: &mut Session, gateway: &unitgate_config::Gateway) {
+    if let Some(asked) = session.get_keepalive() {
+        let cap = gateway.client_idle_timeout.as_secs().max(1);
+        // 0 is pingora's "no limit".
+        let secs = if asked == 0 { cap } else { asked.min(cap) };
+        session.set_keepalive(Some(secs));
+    }
+    session.set_pipelining_enabled(true);
+}
+
 /// Replaces the request's path with its normal form (query and authority
 /// unchanged), keeping the client's path in `ctx.raw_path` for the log.
 fn normalize_path(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), String> {
@@ -116,6 +130,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snap = self.snapshot.load_full();
         ctx.request_id = request::request_id(session.req_header());
+        client_connection(session, &snap.config.gateway);
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -147,6 +162,27 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         };
+
+        // 1b. body limit: a declared length over the route's limit is refused
+        // before anything reaches a backend; chunked bodies are counted as
+        // they stream (`request_body_filter`).
+        let max_body = snap.config.routes[id].max_body_bytes;
+        if max_body > 0 {
+            let declared = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max_body) {
+                let msg = format!(
+                    "the request body is larger than this route's limit of {max_body} bytes"
+                );
+                session.set_keepalive(None);
+                send_error(session, ctx, ErrorCode::PayloadTooLarge, &msg, &[]).await?;
+                return Ok(true);
+            }
+        }
 
         // 2. sanitize: only trusted peers may speak x-unit-*.
         let trusted = snap.unit.is_trusted(ctx.client_ip);
@@ -356,6 +392,12 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
+        // The client's body went over the route's limit: not the backend's
+        // fault, and never worth another attempt.
+        if *e.etype() == ErrorType::HTTPStatus(413) {
+            e.set_retry(false);
+            return e;
+        }
         // A stale pooled connection that the backend had closed: the request
         // never reached it, so retry without spending the budget or blaming
         // the instance.
@@ -379,6 +421,32 @@ impl ProxyHttp for Gateway {
         }
         e.set_retry(retry);
         e
+    }
+
+    /// Counts the request body against the route's `max_body_bytes` (for
+    /// bodies without a declared length, or longer than declared).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(chunk) = body else {
+            return Ok(());
+        };
+        ctx.body_bytes += chunk.len() as u64;
+        let max = match (&ctx.snapshot, &ctx.route) {
+            (Some(s), Some(r)) => s.config.routes[r.id].max_body_bytes,
+            _ => 0,
+        };
+        if max > 0 && ctx.body_bytes > max {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(413),
+                "request body over the route's max_body_bytes",
+            ));
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -497,6 +565,22 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if *e.etype() == ErrorType::HTTPStatus(413) && session.response_written().is_none() {
+            session.set_keepalive(None);
+            let max = match (&ctx.snapshot, &ctx.route) {
+                (Some(s), Some(r)) => s.config.routes[r.id].max_body_bytes,
+                _ => 0,
+            };
+            let msg = format!("the request body is larger than this route's limit of {max} bytes");
+            if let Err(err) = send_error(session, ctx, ErrorCode::PayloadTooLarge, &msg, &[]).await
+            {
+                tracing::debug!("413 not sent: {err}");
+            }
+            return FailToProxy {
+                error_code: 413,
+                can_reuse_downstream: false,
+            };
+        }
         let last = ctx.attempts.last_failure;
         let degraded = match e.etype() {
             t if *t == upstream::NO_INSTANCE => Some(match last {

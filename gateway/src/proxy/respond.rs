@@ -12,6 +12,7 @@ use unitgate_plugins::fallback::{FallbackResponse, Reason};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     BadRequest,
+    PayloadTooLarge,
     NoRoute,
     MethodNotAllowed,
     Unauthorized,
@@ -26,6 +27,7 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::BadRequest => 400,
+            ErrorCode::PayloadTooLarge => 413,
             ErrorCode::NoRoute => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unauthorized => 401,
@@ -40,6 +42,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::NoRoute => "no_route",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unauthorized => "unauthorized",
