@@ -233,6 +233,8 @@ fn start_etcd(bin: &Path, dir: &Path) -> Result<(Managed, u16, String)> {
         .arg(url(peer))
         .arg("--initial-cluster")
         .arg(format!("bench={}", url(peer)))
+        .arg("--logger")
+        .arg("zap")
         .arg("--log-level")
         .arg("warn");
     let command = procs::command_line(&cmd);
@@ -300,8 +302,9 @@ fn wait_fleet_in_sync(admin: SocketAddr, ids: &[&str]) -> Result<()> {
 #[derive(Debug, Default, Clone)]
 struct MigrationLog {
     id: String,
-    /// ms after the POST was sent, state, `waiting_for` (each state once).
-    states: Vec<(u64, String, String)>,
+    /// ms after the POST was sent that a state was first read, the state,
+    /// and every gateway its polls found in `waiting_for`.
+    states: Vec<(u64, String, Vec<String>)>,
     /// ms after the POST was sent until a poll first read `done`.
     done_ms: Option<u64>,
     post_ms: u64,
@@ -332,7 +335,7 @@ fn migrate(admin: SocketAddr, within: Duration, log: &Mutex<MigrationLog>) -> Re
         .to_owned();
     let path = format!("/admin/v1/migrations/{id}");
     let deadline = t0 + within;
-    let mut states: Vec<(u64, String, String)> = Vec::new();
+    let mut states: Vec<(u64, String, Vec<String>)> = Vec::new();
     let (state, v) = loop {
         procs::check_interrupted()?;
         let (code, body) = timeline::admin_call(admin, "GET", &path, None)?;
@@ -342,17 +345,15 @@ fn migrate(admin: SocketAddr, within: Duration, log: &Mutex<MigrationLog>) -> Re
         }
         let v = json(&body)?;
         let state = v["state"].as_str().unwrap_or("?").to_owned();
-        let waiting = v["waiting_for"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
         if states.last().is_none_or(|(_, s, _)| *s != state) {
-            states.push((at, state.clone(), waiting));
+            states.push((at, state.clone(), Vec::new()));
+        }
+        if let (Some(last), Some(w)) = (states.last_mut(), v["waiting_for"].as_array()) {
+            for id in w.iter().filter_map(Value::as_str) {
+                if !last.2.iter().any(|x| x == id) {
+                    last.2.push(id.to_owned());
+                }
+            }
         }
         if matches!(state.as_str(), "done" | "aborted" | "failed") || Instant::now() >= deadline {
             break (state, v);
@@ -957,13 +958,14 @@ fn section(
     }
     let _ = writeln!(
         md,
-        "\n### The migration as polled\n\nMigration `{}` (states as first read by a poll; \
-         `waiting_for` = live gateways that had not applied the step's epoch yet):\n\n\
-         | ms after the POST | state | waiting_for |\n|---:|---|---|",
+        "\n### The migration as polled\n\nMigration `{}`: each state when a poll first read \
+         it, and every gateway a poll in that state found in `waiting_for` (live gateways that \
+         had not applied the step's epoch yet):\n\n\
+         | ms after the POST | state | seen in waiting_for |\n|---:|---|---|",
         m.id
     );
     for (ms, st, w) in &m.states {
-        let _ = writeln!(md, "| {ms} | {st} | {w} |");
+        let _ = writeln!(md, "| {ms} | {st} | {} |", w.join(", "));
     }
     if let Some(e) = &m.error {
         let _ = writeln!(md, "\nerror: {e}");
