@@ -594,6 +594,10 @@ struct Analysis {
     /// Over the slots with writes on both units: the smallest gap between
     /// the last A answer and the first B send (µs; negative = overlap).
     min_margin_us: Option<i64>,
+    /// Over all moving slots together: the last write answered by A and
+    /// the first write sent that B served (µs since the start).
+    last_a_done_us: Option<u64>,
+    first_b_sent_us: Option<u64>,
     /// Served writes whose `x-unit-served` disagrees with `x-echo-unit`.
     unit_mismatch: u64,
     per_target: Vec<u64>,
@@ -696,6 +700,11 @@ fn analyse(run: &Run, info: &[Variant]) -> Analysis {
             .filter(|w| w.2 == TAG_ECHO_A)
             .map(|w| w.0)
             .max();
+        a.last_a_done_us = a.last_a_done_us.max(last_a_done);
+        a.first_b_sent_us = match (a.first_b_sent_us, first_b_sent) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
         if let (Some(b), Some(l)) = (first_b_sent, last_a_done) {
             let m = b as i64 - l as i64;
             a.min_margin_us = Some(a.min_margin_us.map_or(m, |x| x.min(m)));
@@ -921,6 +930,14 @@ fn section(
             format!("{} ({})", a.violations, a.checked),
         ),
         (
+            "all moving slots: last write answered by A / first write sent that B served, after the POST",
+            format!(
+                "{} / {}",
+                ms_after_post(a.last_a_done_us),
+                ms_after_post(a.first_b_sent_us)
+            ),
+        ),
+        (
             "smallest gap, over the moving slots, from the last A write answered to the first B write sent",
             a.min_margin_us
                 .map_or("—".into(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
@@ -1124,6 +1141,10 @@ mod tests {
         assert_eq!((a.checked, a.violations), (3, 1));
         assert_eq!(a.violating_slots, vec![0]);
         assert_eq!(a.min_margin_us, Some(-3000));
+        assert_eq!(
+            (a.last_a_done_us, a.first_b_sent_us),
+            (Some(52_000), Some(49_000))
+        );
         assert_eq!((a.slots_seen_a, a.slots_seen_b, a.slots_ended_b), (1, 1, 0));
         assert_eq!(a.unit_mismatch, 0);
         let t = chart(&run, &info, 50);
