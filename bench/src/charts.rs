@@ -4,7 +4,8 @@
 //!
 //! - [`cpu_bars`]: horizontal bars of proxy CPU µs per request per contender.
 //! - [`timeline`]: per bucket, the requests served OK stacked by unit plus
-//!   the errors, with events (e.g. "A killed") as vertical lines.
+//!   the errors, with events (e.g. "A killed") as vertical lines. A series
+//!   whose name has a space is labelled with its name alone.
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
@@ -143,10 +144,14 @@ pub fn timeline(title: &str, t: &Timeline) -> Result<String> {
             .iter()
             .enumerate()
             .map(|(i, u)| {
-                (
-                    format!("ok, unit {u}"),
-                    UNIT_COLOURS[i % UNIT_COLOURS.len()],
-                )
+                // A series name with a space is a label of its own (the
+                // migration scenario's "writes → A"), else a unit name.
+                let label = if u.contains(' ') {
+                    u.clone()
+                } else {
+                    format!("ok, unit {u}")
+                };
+                (label, UNIT_COLOURS[i % UNIT_COLOURS.len()])
             })
             .chain(std::iter::once(("errors".to_owned(), ERROR_COLOUR)))
             .collect();

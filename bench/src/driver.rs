@@ -51,8 +51,17 @@ pub struct RequestSpec {
 impl RequestSpec {
     /// `GET path` with the given headers.
     pub fn get(path: &str, headers: &[(&str, &str)]) -> Self {
+        Self::new(hyper::Method::GET, path, headers)
+    }
+
+    /// `POST path` (empty body) with the given headers.
+    pub fn post(path: &str, headers: &[(&str, &str)]) -> Self {
+        Self::new(hyper::Method::POST, path, headers)
+    }
+
+    pub fn new(method: hyper::Method, path: &str, headers: &[(&str, &str)]) -> Self {
         Self {
-            method: hyper::Method::GET,
+            method,
             path: path.to_owned(),
             headers: headers
                 .iter()
@@ -94,6 +103,22 @@ impl Load {
             self.requests.len()
         )
     }
+}
+
+/// Tags a response for the scenario: `(status, headers, body) -> tag`, kept
+/// in [`Record::tag`] (e.g. "503 with `write_forbidden`", "answered by the
+/// echo of unit B"). It runs on the driver's thread: keep it cheap.
+pub type Classify = Arc<dyn Fn(u16, &hyper::HeaderMap, &[u8]) -> u32 + Send + Sync>;
+
+/// What a run can have beyond a [`Load`] (none of the original timeline
+/// scenarios needs it).
+#[derive(Clone, Default)]
+pub struct Extra {
+    /// When not empty, connection `i` goes to `addrs[i % len]` instead of
+    /// `Load::addr` (a load spread over several gateways).
+    pub addrs: Vec<SocketAddr>,
+    /// Tags every response (no response: tag 0).
+    pub classify: Option<Classify>,
 }
 
 /// Something done while the load runs, `at` after its start; what it returns
@@ -143,6 +168,20 @@ pub struct Record {
     pub status: u16,
     /// Index into [`Run::units`]; `NO_UNIT` when there was no `x-unit-served`.
     pub unit: u16,
+    /// Index of the request variant (`Load::requests`) it was.
+    pub variant: u32,
+    /// Index into `Extra::addrs` of the address it went to (0 without).
+    pub target: u16,
+    /// What `Extra::classify` said of the response (0 without one).
+    pub tag: u32,
+}
+
+impl Record {
+    /// When it was sent (its first attempt to get a connection included),
+    /// µs since the start of the load.
+    pub fn sent_us(&self) -> u64 {
+        self.done_us.saturating_sub(self.latency_us)
+    }
 }
 
 impl Record {
@@ -387,6 +426,7 @@ struct ConnResult {
 
 struct Shared {
     load: Load,
+    extra: Extra,
     start: Instant,
     started: AtomicU64,
 }
@@ -394,6 +434,16 @@ struct Shared {
 /// Runs the load, with `actions` at their offsets and `events` (ms, label)
 /// marked on the timeline, and returns every request's record.
 pub fn run(load: &Load, actions: Vec<Action>, events: &[(u64, String)]) -> Result<Run> {
+    run_with(load, &Extra::default(), actions, events)
+}
+
+/// [`run`] with the [`Extra`]s: several target addresses, a response tag.
+pub fn run_with(
+    load: &Load,
+    extra: &Extra,
+    actions: Vec<Action>,
+    events: &[(u64, String)],
+) -> Result<Run> {
     if load.connections == 0 || load.requests.is_empty() || load.max_requests == 0 {
         bail!("a load needs at least one connection, one request and a max_requests >= 1");
     }
@@ -412,6 +462,7 @@ pub fn run(load: &Load, actions: Vec<Action>, events: &[(u64, String)]) -> Resul
         .context("starting the actions thread")?;
     let shared = Arc::new(Shared {
         load: load.clone(),
+        extra: extra.clone(),
         start,
         started: AtomicU64::new(0),
     });
@@ -556,7 +607,12 @@ async fn connection(id: usize, shared: Arc<Shared>) -> ConnResult {
         + interval.map_or(Duration::ZERO, |i| i * id as u32 / load.connections as u32);
     let mut out = ConnResult::default();
     let mut sender: Option<SendRequest<Empty<Bytes>>> = None;
-    let host = load.addr.to_string();
+    let extra = &shared.extra;
+    let (addr, target) = match extra.addrs.len() {
+        0 => (load.addr, 0),
+        n => (extra.addrs[id % n], (id % n) as u16),
+    };
+    let host = addr.to_string();
     loop {
         if let Some(iv) = interval {
             tokio::time::sleep_until(next.min(deadline)).await;
@@ -574,17 +630,18 @@ async fn connection(id: usize, shared: Arc<Shared>) -> ConnResult {
         if seq >= load.max_requests {
             break;
         }
-        let spec = &load.requests[(seq % load.requests.len() as u64) as usize];
+        let variant = (seq % load.requests.len() as u64) as usize;
+        let spec = &load.requests[variant];
         let began = Instant::now();
-        let outcome = request(&mut sender, load, spec, &host).await;
+        let outcome = request(&mut sender, load, addr, spec, &host, extra).await;
         let latency_us = began.elapsed().as_micros() as u64;
-        let (status, unit) = match outcome {
+        let (status, unit, tag) = match outcome {
             Ok(r) => r,
             Err(e) => {
                 sender = None;
                 let msg: String = format!("{e:#}").chars().take(200).collect();
                 *out.transport_errors.entry(msg).or_default() += 1;
-                (0, None)
+                (0, None, 0)
             }
         };
         let unit = match unit {
@@ -602,6 +659,9 @@ async fn connection(id: usize, shared: Arc<Shared>) -> ConnResult {
             latency_us,
             status,
             unit,
+            variant: variant as u32,
+            target,
+            tag,
         });
         if status == 0 {
             // A dead listener answers connects at once: do not spin on it.
@@ -612,13 +672,15 @@ async fn connection(id: usize, shared: Arc<Shared>) -> ConnResult {
 }
 
 /// One request over the connection in `sender` (made, or remade when the
-/// server closed it between requests); returns (status, x-unit-served).
+/// server closed it between requests); returns (status, x-unit-served, tag).
 async fn request(
     sender: &mut Option<SendRequest<Empty<Bytes>>>,
     load: &Load,
+    addr: SocketAddr,
     spec: &RequestSpec,
     host: &str,
-) -> Result<(u16, Option<String>)> {
+    extra: &Extra,
+) -> Result<(u16, Option<String>, u32)> {
     let fut = async {
         // A connection the server closed after its last answer (e.g. a
         // `Connection: close` response) is not an error of this request.
@@ -627,7 +689,7 @@ async fn request(
             None => false,
         };
         if !usable {
-            *sender = Some(connect(load.addr, load.timeout).await?);
+            *sender = Some(connect(addr, load.timeout).await?);
         }
         let s = sender.as_mut().ok_or_else(|| anyhow!("no connection"))?;
         let mut b = hyper::Request::builder()
@@ -645,8 +707,13 @@ async fn request(
             .get("x-unit-served")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        resp.into_body().collect().await?;
-        Ok::<_, anyhow::Error>((status, unit))
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        let tag = extra
+            .classify
+            .as_ref()
+            .map_or(0, |c| c(status, &parts.headers, &body));
+        Ok::<_, anyhow::Error>((status, unit, tag))
     };
     tokio::time::timeout(load.timeout, fut)
         .await
@@ -663,6 +730,9 @@ mod tests {
             latency_us,
             status,
             unit,
+            variant: 0,
+            target: 0,
+            tag: 0,
         }
     }
 
@@ -851,6 +921,37 @@ mod tests {
         assert_eq!(run.actions[0].result, Ok("done".to_owned()));
         assert!(run.actions[1].result.is_err(), "{:?}", run.actions[1]);
         assert!(run.actions[0].start_ms >= 100);
+    }
+
+    #[test]
+    fn spreads_connections_over_addresses_and_tags_responses() {
+        let (one, two) = (tiny_server(), tiny_server());
+        let load = Load {
+            addr: one,
+            connections: 4,
+            rate: Some(400.0),
+            duration: Duration::from_millis(300),
+            max_requests: 1000,
+            timeout: Duration::from_secs(2),
+            requests: vec![RequestSpec::get("/", &[]), RequestSpec::get("/fail", &[])],
+        };
+        let classify: Classify = Arc::new(|status, headers, body| {
+            u32::from(status == 200 && body == b"ok\n" && headers.contains_key("x-unit-served"))
+        });
+        let extra = Extra {
+            addrs: vec![one, two],
+            classify: Some(classify),
+        };
+        let run = run_with(&load, &extra, vec![], &[]).expect("run");
+        assert!(run.records.len() >= 20, "{}", run.records.len());
+        for r in &run.records {
+            assert_eq!(r.tag, u32::from(r.variant == 0), "{r:?}");
+            assert_eq!(r.status == 200, r.variant == 0, "{r:?}");
+            assert!(r.sent_us() <= r.done_us);
+        }
+        for target in [0, 1] {
+            assert!(run.records.iter().any(|r| r.target == target));
+        }
     }
 
     #[test]

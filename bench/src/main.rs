@@ -42,6 +42,8 @@ enum Scenario {
     Failover(scenarios::failover::FailoverArgs),
     /// Redis (global limits) SIGKILLed under load and restarted: errors, latency per phase.
     RedisKill(scenarios::redis_kill::RedisKillArgs),
+    /// Slot migration on a 3-gateway etcd fleet under load: freeze window, errors, the invariant.
+    Migration(scenarios::migration::MigrationArgs),
     /// Config reloads under load with 10 000 routes: reload durations, latency impact.
     Reload(scenarios::reload::ReloadArgs),
     /// Full chain: JWT + sharded placement with a routing cookie + a local
@@ -65,6 +67,8 @@ fn main() -> ExitCode {
             .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "failover.md")),
         Scenario::RedisKill(args) => scenarios::redis_kill::run(args)
             .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "redis-kill.md")),
+        Scenario::Migration(args) => scenarios::migration::run(args)
+            .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "migration.md")),
         Scenario::Reload(args) => scenarios::reload::run(args)
             .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "reload.md")),
         Scenario::FullChain(c) => scenarios::full_chain::section(c).map(drop),

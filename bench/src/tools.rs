@@ -38,6 +38,10 @@ pub const REDIS: Tool = Tool {
     program: "redis-server",
     package: "redis-server",
 };
+pub const ETCD: Tool = Tool {
+    program: "etcd",
+    package: "etcd-server",
+};
 
 /// Looks `program` up on PATH, then in /usr/sbin and /sbin (nginx lives there
 /// and a non-root PATH often lacks them).

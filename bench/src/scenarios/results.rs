@@ -21,7 +21,9 @@ use crate::procs;
 use crate::redis;
 use crate::report::Machine;
 use crate::scenarios::common::Common;
-use crate::scenarios::{failover, full_chain, global_limit, plain, redis_kill, reload, routes};
+use crate::scenarios::{
+    failover, full_chain, global_limit, migration, plain, redis_kill, reload, routes,
+};
 use crate::section::Section;
 use crate::tools;
 use crate::unitgate;
@@ -39,6 +41,7 @@ pub const SCENARIOS: &[(&str, ScenarioFn)] = &[
     ("reload", reload_section),
     ("failover", failover_section),
     ("redis-kill", redis_kill_section),
+    ("migration", migration_section),
 ];
 
 /// A timeline scenario's own options at their defaults, with the binary and
@@ -71,6 +74,10 @@ fn failover_section(c: &Common) -> Result<Section> {
 
 fn redis_kill_section(c: &Common) -> Result<Section> {
     redis_kill::run(&timeline_args(c)?)
+}
+
+fn migration_section(c: &Common) -> Result<Section> {
+    migration::run(&timeline_args(c)?)
 }
 
 fn reload_section(c: &Common) -> Result<Section> {

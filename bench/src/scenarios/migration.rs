@@ -1,0 +1,1173 @@
+//! The migration scenario: a fleet of three gateways (unit A: 2, unit B: 1)
+//! sharing their config through a real etcd, steady reads and writes through
+//! all three, and mid-run a slot migration (slots 0-999, A -> B, `confirm =
+//! "none"`) started through one gateway's admin API. Reported: errors per
+//! second, the freeze window (first to last `503 write_forbidden`), the time
+//! from the POST to `done`, the epochs written, the moving slots' writes per
+//! unit over time, and the invariant: per moving slot, no write served by A
+//! answered after the first write served by B was sent.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use serde_json::Value;
+
+use crate::driver::{self, Action, Classify, Extra, Load, Record, RequestSpec, Run};
+use crate::procs::{self, Managed};
+use crate::scenarios::timeline::{self, CommonArgs};
+use crate::section::{Bucket, Section, Target, Timeline};
+use crate::tools;
+
+#[derive(Debug, Args)]
+pub struct MigrationArgs {
+    /// Seconds of load.
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    pub duration: u64,
+    /// When the migration is started, seconds after the start of the load.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub at: f64,
+    /// How long the migration gets to reach `done` after the POST.
+    #[arg(long, default_value_t = 12, value_name = "SECS")]
+    pub done_within: u64,
+    /// Keep-alive connections of the load, spread round-robin over the gateways.
+    #[arg(long, default_value_t = 12, value_name = "N")]
+    pub connections: usize,
+    /// Total requests per second (over all gateways).
+    #[arg(long, default_value_t = 600.0, value_name = "RPS")]
+    pub rate: f64,
+    /// Timeline bucket, ms.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub bucket_ms: u64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+const SLOTS: u64 = 10_000;
+/// The slots that move, A -> B.
+const MOVING: (u64, u64) = (0, 999);
+/// Users of the load on the moving slots, and on the others.
+const USERS: usize = 100;
+const PREFIX: &str = "/unitgate/bench";
+const LEASE_SECS: u64 = 3;
+/// How often the migration's record is polled.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Response tags (see [`classify`]).
+const TAG_FORBIDDEN: u32 = 1;
+const TAG_ECHO_A: u32 = 2;
+const TAG_ECHO_B: u32 = 3;
+const TAG_ECHO_OTHER: u32 = 4;
+
+/// `503` whose JSON says `write_forbidden`, else which echo unit answered.
+fn classify() -> Classify {
+    Arc::new(|status, headers, body| {
+        if status == 503 && body.windows(15).any(|w| w == b"write_forbidden") {
+            return TAG_FORBIDDEN;
+        }
+        match headers.get("x-echo-unit").map(|v| v.as_bytes()) {
+            Some(b"A") => TAG_ECHO_A,
+            Some(b"B") => TAG_ECHO_B,
+            Some(_) => TAG_ECHO_OTHER,
+            None => 0,
+        }
+    })
+}
+
+/// What one request variant is.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    write: bool,
+    slot: u64,
+}
+
+impl Variant {
+    fn moving(&self) -> bool {
+        (MOVING.0..=MOVING.1).contains(&self.slot)
+    }
+}
+
+/// How a request came out, by the scenario's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    /// A write refused with `503 write_forbidden` (not an error).
+    Forbidden,
+    /// A read other than 200; a write other than 200 or 503 write_forbidden.
+    Error,
+}
+
+fn outcome(r: &Record, v: Variant) -> Outcome {
+    match (r.status, v.write) {
+        (200, _) => Outcome::Ok,
+        (503, true) if r.tag == TAG_FORBIDDEN => Outcome::Forbidden,
+        _ => Outcome::Error,
+    }
+}
+
+/// The users of the load and the request variants (in turn: read and write
+/// of a moving-slot user, read and write of a user elsewhere).
+fn variants() -> (Vec<RequestSpec>, Vec<Variant>) {
+    // Decimal ids below SLOTS are their own slot: 0, 11, 22, … 999.
+    let moving: Vec<u64> = (0..USERS as u64).map(|i| i * 10 + i % 10).collect();
+    let others = timeline::users_in_slots(MOVING.1 + 1, SLOTS - 1, SLOTS, USERS);
+    let mut specs = Vec::new();
+    let mut info = Vec::new();
+    for (m, o) in moving.iter().zip(&others) {
+        let o_slot = o.parse::<u64>().map_or(0, |n| n % SLOTS);
+        for (id, slot) in [(m.to_string(), *m), (o.clone(), o_slot)] {
+            let h = [("x-user-id", id.as_str())];
+            specs.push(RequestSpec::get("/orders", &h));
+            info.push(Variant { write: false, slot });
+            specs.push(RequestSpec::post("/orders", &h));
+            info.push(Variant { write: true, slot });
+        }
+    }
+    (specs, info)
+}
+
+fn fleet_doc(a: [SocketAddr; 2], b: [SocketAddr; 2]) -> String {
+    format!(
+        r#"# generated by unitgate-bench migration: the fleet document in etcd
+[routing]
+slots = {SLOTS}
+epoch = 1
+key = ["header:x-user-id"]
+signing_keys = {{ k1 = "unitgate-bench-migration-secret-0123456789" }}
+active_key = "k1"
+
+[[units]]
+name = "A"
+slots = ["0-4999"]
+failover = ["B"]
+
+[[units]]
+name = "B"
+slots = ["5000-9999"]
+failover = ["A"]
+
+[[services]]
+name = "echo"
+connect_timeout_ms = 200
+read_timeout_ms = 2000
+[services.instances]
+A = ["{}", "{}"]
+B = ["{}", "{}"]
+[services.health]
+kind = "http"
+path = "/healthz"
+interval_ms = 1000
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+service = "echo"
+placement = "sharded"
+"#,
+        a[0], a[1], b[0], b[1]
+    )
+}
+
+/// One gateway's local file: per-process sections only, the store in etcd.
+fn local_file(id: &str, unit: &str, port: u16, admin: u16, etcd: u16) -> String {
+    format!(
+        r#"# generated by unitgate-bench migration: gateway {id}
+[gateway]
+unit = "{unit}"
+listen = ["127.0.0.1:{port}"]
+threads = 1
+trusted_peers = ["127.0.0.1/32"]
+expose_unit_headers = true
+grace_period_secs = 1
+
+[admin]
+listen = "127.0.0.1:{admin}"
+token = "{token}"
+
+[store]
+kind = "etcd"
+endpoints = ["http://127.0.0.1:{etcd}"]
+prefix = "{PREFIX}"
+gateway_id = "{id}"
+cache_file = "last-good.toml"
+lease_secs = {LEASE_SECS}
+"#,
+        token = timeline::ADMIN_TOKEN,
+    )
+}
+
+/// A running gateway of the fleet.
+struct FleetGateway {
+    id: String,
+    unit: &'static str,
+    proc: Managed,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    conf: PathBuf,
+}
+
+/// A scratch etcd on two free ports, its data in `dir`.
+fn start_etcd(bin: &Path, dir: &Path) -> Result<(Managed, u16, String)> {
+    let (client, peer) = (procs::free_port()?, procs::free_port()?);
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let mut cmd = Command::new(bin);
+    cmd.arg("--name")
+        .arg("bench")
+        .arg("--data-dir")
+        .arg(dir.join("etcd-data"))
+        .arg("--listen-client-urls")
+        .arg(url(client))
+        .arg("--advertise-client-urls")
+        .arg(url(client))
+        .arg("--listen-peer-urls")
+        .arg(url(peer))
+        .arg("--initial-advertise-peer-urls")
+        .arg(url(peer))
+        .arg("--initial-cluster")
+        .arg(format!("bench={}", url(peer)))
+        .arg("--logger")
+        .arg("zap")
+        .arg("--log-level")
+        .arg("warn");
+    let command = procs::command_line(&cmd);
+    let mut proc = Managed::spawn("etcd", cmd, &dir.join("etcd.log"))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], client));
+    timeline::wait_status(addr, "/health", &[], &mut proc)?;
+    Ok((proc, client, command))
+}
+
+/// `unitgate echo` for one instance on a free port.
+fn start_echo(bin: &Path, dir: &Path, unit: &str, instance: &str) -> Result<(Managed, SocketAddr)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
+    let mut cmd = Command::new(bin);
+    cmd.arg("echo")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--unit")
+        .arg(unit)
+        .arg("--instance")
+        .arg(instance);
+    let mut proc = Managed::spawn(
+        &format!("echo {instance}"),
+        cmd,
+        &dir.join(format!("echo-{instance}.log")),
+    )?;
+    timeline::wait_status(addr, "/healthz", &[], &mut proc)?;
+    Ok((proc, addr))
+}
+
+fn json(body: &str) -> Result<Value> {
+    serde_json::from_str(body)
+        .with_context(|| format!("not JSON: {:?}", body.chars().take(200).collect::<String>()))
+}
+
+/// Polls `GET /admin/v1/fleet` until every gateway is listed and in sync.
+fn wait_fleet_in_sync(admin: SocketAddr, ids: &[&str]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        procs::check_interrupted()?;
+        let last = match timeline::admin_call(admin, "GET", "/admin/v1/fleet", None) {
+            Ok((200, body)) => {
+                let v = json(&body)?;
+                let gws = v["gateways"].as_array().cloned().unwrap_or_default();
+                let synced = ids.iter().all(|id| {
+                    gws.iter().any(|g| {
+                        g["id"].as_str() == Some(id) && g["in_sync"].as_bool() == Some(true)
+                    })
+                });
+                if synced {
+                    return Ok(());
+                }
+                body
+            }
+            Ok((code, body)) => format!("{code}: {body}"),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("the fleet did not show {ids:?} in sync within 15 s (last: {last})");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the migration action saw.
+#[derive(Debug, Default, Clone)]
+struct MigrationLog {
+    id: String,
+    /// ms after the POST was sent that a state was first read, the state,
+    /// and every gateway its polls found in `waiting_for`.
+    states: Vec<(u64, String, Vec<String>)>,
+    /// ms after the POST was sent until a poll first read `done`.
+    done_ms: Option<u64>,
+    post_ms: u64,
+    final_state: String,
+    epochs: Vec<u64>,
+    error: Option<String>,
+    record: String,
+}
+
+fn migrate(admin: SocketAddr, within: Duration, log: &Mutex<MigrationLog>) -> Result<String> {
+    let t0 = Instant::now();
+    let (code, body) = timeline::admin_call(
+        admin,
+        "POST",
+        "/admin/v1/migrations",
+        Some(&format!(
+            r#"{{"slots":["{}-{}"],"to":"B","confirm":"none"}}"#,
+            MOVING.0, MOVING.1
+        )),
+    )?;
+    let post_ms = t0.elapsed().as_millis() as u64;
+    if code != 202 {
+        bail!("POST /admin/v1/migrations answered {code}: {body}");
+    }
+    let id = json(&body)?["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no id in {body}"))?
+        .to_owned();
+    let path = format!("/admin/v1/migrations/{id}");
+    let deadline = t0 + within;
+    let mut states: Vec<(u64, String, Vec<String>)> = Vec::new();
+    let (state, v) = loop {
+        procs::check_interrupted()?;
+        let (code, body) = timeline::admin_call(admin, "GET", &path, None)?;
+        let at = t0.elapsed().as_millis() as u64;
+        if code != 200 {
+            bail!("GET {path} answered {code}: {body}");
+        }
+        let v = json(&body)?;
+        let state = v["state"].as_str().unwrap_or("?").to_owned();
+        if states.last().is_none_or(|(_, s, _)| *s != state) {
+            states.push((at, state.clone(), Vec::new()));
+        }
+        if let (Some(last), Some(w)) = (states.last_mut(), v["waiting_for"].as_array()) {
+            for id in w.iter().filter_map(Value::as_str) {
+                if !last.2.iter().any(|x| x == id) {
+                    last.2.push(id.to_owned());
+                }
+            }
+        }
+        if matches!(state.as_str(), "done" | "aborted" | "failed") || Instant::now() >= deadline {
+            break (state, v);
+        }
+        thread::sleep(POLL);
+    };
+    let done_ms = (state == "done").then(|| states.last().map_or(0, |s| s.0));
+    let epochs: Vec<u64> = v["epochs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let summary = format!(
+        "migration {id}: {state} {} ms after the POST, epochs {epochs:?}",
+        t0.elapsed().as_millis()
+    );
+    let mut l = log.lock().map_err(|_| anyhow!("migration log poisoned"))?;
+    *l = MigrationLog {
+        id,
+        states,
+        done_ms,
+        post_ms,
+        final_state: state.clone(),
+        epochs,
+        error: v["error"].as_str().map(str::to_owned),
+        record: serde_json::to_string(&v).unwrap_or_default(),
+    };
+    if state != "done" {
+        bail!("{summary} (did not reach done within {within:?})");
+    }
+    Ok(summary)
+}
+
+pub fn run(args: &MigrationArgs) -> Result<Section> {
+    if args.duration == 0 || args.connections == 0 || args.rate <= 0.0 {
+        bail!("--duration, --connections and --rate must be positive");
+    }
+    if args.at <= 0.0 || args.at >= args.duration as f64 {
+        bail!("--at must fall inside the run (0 < at < duration)");
+    }
+    let [etcd_bin] = <[PathBuf; 1]>::try_from(tools::ensure(&[tools::ETCD])?)
+        .map_err(|_| anyhow!("tools::ensure returned the wrong number of paths"))?;
+    let bin = args.common.unitgate_bin()?;
+    let tmp = args.common.scratch()?;
+    let dir = tmp.path();
+
+    let (etcd, etcd_port, etcd_cmd) = start_etcd(&etcd_bin, dir)?;
+    let mut echoes = Vec::new();
+    for (unit, inst) in [("A", "a1"), ("A", "a2"), ("B", "b1"), ("B", "b2")] {
+        echoes.push(start_echo(&bin, dir, unit, inst)?);
+    }
+    let ea = [echoes[0].1, echoes[1].1];
+    let eb = [echoes[2].1, echoes[3].1];
+    let fleet = fleet_doc(ea, eb);
+    let fleet_path = dir.join("fleet.toml");
+    fs::write(&fleet_path, &fleet).context("writing fleet.toml")?;
+
+    // Local files first (fleet init reads the store section of one).
+    let mut plans = Vec::new();
+    for (id, unit) in [("gw-a1", "A"), ("gw-a2", "A"), ("gw-b1", "B")] {
+        let gdir = dir.join(id);
+        fs::create_dir_all(&gdir)?;
+        let (port, admin) = (procs::free_port()?, procs::free_port()?);
+        let conf = gdir.join("gateway.toml");
+        fs::write(&conf, local_file(id, unit, port, admin, etcd_port))?;
+        plans.push((id, unit, port, admin, conf));
+    }
+    let mut init = Command::new(&bin);
+    init.arg("fleet")
+        .arg("init")
+        .arg("--config")
+        .arg(&plans[0].4)
+        .arg("--from")
+        .arg(&fleet_path);
+    let init_cmd = procs::command_line(&init);
+    let out = procs::run_capture(init, Duration::from_secs(20))?;
+    if !out.status.success() {
+        bail!(
+            "{init_cmd} failed ({}): {}{}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+    }
+
+    let mut gws: Vec<FleetGateway> = Vec::new();
+    let mut gw_cmds = Vec::new();
+    for (id, unit, port, admin, conf) in &plans {
+        let mut cmd = Command::new(&bin);
+        cmd.env("RUST_LOG", "warn").arg("run").arg("-c").arg(conf);
+        gw_cmds.push(procs::command_line(&cmd));
+        let proc = Managed::spawn(id, cmd, &dir.join(format!("{id}.log")))?;
+        gws.push(FleetGateway {
+            id: (*id).to_owned(),
+            unit,
+            proc,
+            addr: SocketAddr::from(([127, 0, 0, 1], *port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], *admin)),
+            conf: conf.clone(),
+        });
+    }
+    for g in &mut gws {
+        timeline::wait_status(g.admin, "/readyz", &[], &mut g.proc)?;
+        // A user of each unit answers through every gateway.
+        for user in ["42", "7042"] {
+            timeline::wait_status(g.addr, "/orders", &[("x-user-id", user)], &mut g.proc)?;
+        }
+    }
+    let ids: Vec<&str> = gws.iter().map(|g| g.id.as_str()).collect();
+    wait_fleet_in_sync(gws[0].admin, &ids)?;
+    eprintln!(
+        "bench: migration: etcd on 127.0.0.1:{etcd_port}, gateways {}, migrating slots {}-{} A -> B at {:.1} s",
+        gws.iter()
+            .map(|g| format!("{} ({}) {}", g.id, g.unit, g.addr))
+            .collect::<Vec<_>>()
+            .join(", "),
+        MOVING.0,
+        MOVING.1,
+        args.at
+    );
+
+    let (requests, info) = variants();
+    let load = Load {
+        addr: gws[0].addr,
+        connections: args.connections,
+        rate: Some(args.rate),
+        duration: Duration::from_secs(args.duration),
+        max_requests: (args.rate * args.duration as f64 * 1.2) as u64 + 100,
+        timeout: Duration::from_secs(5),
+        requests,
+    };
+    let extra = Extra {
+        addrs: gws.iter().map(|g| g.addr).collect(),
+        classify: Some(classify()),
+    };
+    let log = Arc::new(Mutex::new(MigrationLog::default()));
+    let mlog = Arc::clone(&log);
+    let (admin, within) = (gws[0].admin, Duration::from_secs(args.done_within));
+    let action = Action::new(
+        Duration::from_secs_f64(args.at),
+        &format!(
+            "POST /admin/v1/migrations slots {}-{} to B (on {}), polled until done",
+            MOVING.0, MOVING.1, gws[0].id
+        ),
+        move || migrate(admin, within, &mlog),
+    );
+    let mut run = driver::run_with(&load, &extra, vec![action], &[])?;
+    for g in &mut gws {
+        g.proc.ensure_running()?;
+    }
+    // Every gateway's view of the fleet after the run.
+    let mut fleet_after = Vec::new();
+    for g in &gws {
+        let row = match timeline::admin_call(g.admin, "GET", "/admin/v1/fleet", None) {
+            Ok((200, body)) => json(&body)
+                .map(|v| {
+                    format!(
+                        "epoch {}, store connected {}, {} gateways listed",
+                        v["epoch"],
+                        v["connected"],
+                        v["gateways"].as_array().map_or(0, Vec::len)
+                    )
+                })
+                .unwrap_or_else(|e| format!("{e:#}")),
+            Ok((code, body)) => format!("{code}: {body}"),
+            Err(e) => format!("{e:#}"),
+        };
+        fleet_after.push((g.id.clone(), g.unit, row));
+    }
+    let mlog = log
+        .lock()
+        .map_err(|_| anyhow!("migration log poisoned"))?
+        .clone();
+    let local_a1 = fs::read_to_string(&gws[0].conf).unwrap_or_default();
+    drop(gws);
+    drop(echoes);
+    drop(etcd);
+
+    let post_at = run.actions.first().map_or(0, |a| a.start_ms);
+    if let Some(d) = mlog.done_ms {
+        run.events.push((post_at + d, "migration done".into()));
+        run.events.sort();
+    }
+    if let Some(ev) = run.events.iter_mut().find(|(ms, _)| *ms == post_at) {
+        ev.1 = "POST migration".into();
+    }
+    let a = analyse(&run, &info);
+    eprintln!(
+        "bench: migration: {} requests, {} errors, freeze window {}, POST to done {}, {} invariant violations over {} moving-slot writes",
+        run.records.len(),
+        a.errors,
+        a.freeze_ms().map_or("none".into(), |m| format!("{m} ms")),
+        mlog.done_ms.map_or("never".into(), |m| format!("{m} ms")),
+        a.violations,
+        a.checked
+    );
+    let commands = Commands {
+        etcd: etcd_cmd,
+        init: init_cmd,
+        echo: format!(
+            "{} echo --listen {} --unit A --instance a1   # a2, b1, b2 likewise",
+            bin.display(),
+            ea[0]
+        ),
+        gateways: gw_cmds,
+        fleet,
+        local: local_a1,
+    };
+    let section = section(args, &load, &run, &info, &a, &mlog, &fleet_after, &commands);
+    args.common.finish(tmp);
+    Ok(section)
+}
+
+/// The figures of a run.
+#[derive(Debug, Default)]
+struct Analysis {
+    reads: u64,
+    reads_ok: u64,
+    writes: u64,
+    writes_ok: u64,
+    forbidden: u64,
+    /// write_forbidden on a slot that does not move (should be 0).
+    forbidden_elsewhere: u64,
+    errors: u64,
+    /// First and last write_forbidden answer, µs since the start.
+    first_forbidden_us: Option<u64>,
+    last_forbidden_us: Option<u64>,
+    /// Moving-slot writes answered 200 (every one is checked).
+    checked: u64,
+    violations: u64,
+    /// Moving slots with a violation.
+    violating_slots: Vec<u64>,
+    /// Moving slots that had writes served by A, by B, and whose last served
+    /// write was on B.
+    slots_seen_a: u64,
+    slots_seen_b: u64,
+    slots_ended_b: u64,
+    moving_slots: u64,
+    /// Over the slots with writes on both units: the smallest gap between
+    /// the last A answer and the first B send (µs; negative = overlap).
+    min_margin_us: Option<i64>,
+    /// Over all moving slots together: the last write answered by A and
+    /// the first write sent that B served (µs since the start).
+    last_a_done_us: Option<u64>,
+    first_b_sent_us: Option<u64>,
+    /// Served writes whose `x-unit-served` disagrees with `x-echo-unit`.
+    unit_mismatch: u64,
+    per_target: Vec<u64>,
+    error_kinds: BTreeMap<String, u64>,
+}
+
+impl Analysis {
+    fn freeze_ms(&self) -> Option<u64> {
+        self.first_forbidden_us
+            .zip(self.last_forbidden_us)
+            .map(|(a, b)| (b - a) / 1000)
+    }
+}
+
+fn echo_unit(tag: u32) -> Option<&'static str> {
+    match tag {
+        TAG_ECHO_A => Some("A"),
+        TAG_ECHO_B => Some("B"),
+        _ => None,
+    }
+}
+
+fn analyse(run: &Run, info: &[Variant]) -> Analysis {
+    let mut a = Analysis::default();
+    // Per moving slot: its served writes (done, sent, echo tag), in completion order.
+    let mut by_slot: BTreeMap<u64, Vec<(u64, u64, u32)>> = BTreeMap::new();
+    for r in &run.records {
+        let Some(v) = info.get(r.variant as usize).copied() else {
+            continue;
+        };
+        let t = usize::from(r.target);
+        if a.per_target.len() <= t {
+            a.per_target.resize(t + 1, 0);
+        }
+        a.per_target[t] += 1;
+        let o = outcome(r, v);
+        if v.write {
+            a.writes += 1;
+        } else {
+            a.reads += 1;
+        }
+        match o {
+            Outcome::Ok => {
+                if v.write {
+                    a.writes_ok += 1;
+                } else {
+                    a.reads_ok += 1;
+                }
+                let served = run.units.get(usize::from(r.unit)).map(String::as_str);
+                if echo_unit(r.tag).is_none() || served != echo_unit(r.tag) {
+                    a.unit_mismatch += 1;
+                }
+                if v.write && v.moving() {
+                    a.checked += 1;
+                    by_slot
+                        .entry(v.slot)
+                        .or_default()
+                        .push((r.done_us, r.sent_us(), r.tag));
+                }
+            }
+            Outcome::Forbidden => {
+                a.forbidden += 1;
+                if !v.moving() {
+                    a.forbidden_elsewhere += 1;
+                }
+                a.first_forbidden_us.get_or_insert(r.done_us);
+                a.last_forbidden_us = Some(r.done_us);
+            }
+            Outcome::Error => {
+                a.errors += 1;
+                let kind = format!(
+                    "{} {}{}",
+                    if v.write { "POST" } else { "GET" },
+                    match r.status {
+                        0 => "no response".to_owned(),
+                        s => format!("status {s}"),
+                    },
+                    if r.tag == TAG_FORBIDDEN {
+                        " write_forbidden"
+                    } else {
+                        ""
+                    }
+                );
+                *a.error_kinds.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    a.moving_slots = by_slot.len() as u64;
+    for (slot, writes) in &by_slot {
+        let first_b_sent = writes
+            .iter()
+            .filter(|w| w.2 == TAG_ECHO_B)
+            .map(|w| w.1)
+            .min();
+        if writes.iter().any(|w| w.2 == TAG_ECHO_A) {
+            a.slots_seen_a += 1;
+        }
+        let last_a_done = writes
+            .iter()
+            .filter(|w| w.2 == TAG_ECHO_A)
+            .map(|w| w.0)
+            .max();
+        a.last_a_done_us = a.last_a_done_us.max(last_a_done);
+        a.first_b_sent_us = match (a.first_b_sent_us, first_b_sent) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        if let (Some(b), Some(l)) = (first_b_sent, last_a_done) {
+            let m = b as i64 - l as i64;
+            a.min_margin_us = Some(a.min_margin_us.map_or(m, |x| x.min(m)));
+        }
+        if let Some(b_sent) = first_b_sent {
+            a.slots_seen_b += 1;
+            let late = writes
+                .iter()
+                .filter(|w| w.2 == TAG_ECHO_A && w.0 > b_sent)
+                .count() as u64;
+            if late > 0 {
+                a.violations += late;
+                a.violating_slots.push(*slot);
+            }
+        }
+        if writes.last().is_some_and(|w| w.2 == TAG_ECHO_B) {
+            a.slots_ended_b += 1;
+        }
+    }
+    a
+}
+
+/// The chart: per bucket, moving-slot writes served by A, by B, refused
+/// (write_forbidden), every other 200, and the errors.
+fn chart(run: &Run, info: &[Variant], bucket_ms: u64) -> Timeline {
+    const SERIES: [&str; 4] = [
+        "moving-slot writes → A",
+        "moving-slot writes → B",
+        "moving-slot writes → 503 write_forbidden",
+        "other requests → 200",
+    ];
+    let bucket_ms = bucket_ms.max(1);
+    let last_us = run.records.last().map_or(0, |r| r.done_us);
+    let span_ms = (run.elapsed.as_millis() as u64).max(last_us / 1000 + 1);
+    let n = span_ms.div_ceil(bucket_ms) as usize;
+    let mut buckets: Vec<Bucket> = (0..n)
+        .map(|i| Bucket {
+            start_ms: i as u64 * bucket_ms,
+            ok_by_unit: SERIES.iter().map(|s| ((*s).to_owned(), 0)).collect(),
+            ..Bucket::default()
+        })
+        .collect();
+    for r in &run.records {
+        let Some(v) = info.get(r.variant as usize).copied() else {
+            continue;
+        };
+        let i = ((r.done_us / 1000 / bucket_ms) as usize).min(n.saturating_sub(1));
+        let Some(b) = buckets.get_mut(i) else {
+            continue;
+        };
+        let series = match (outcome(r, v), v.write && v.moving(), r.tag) {
+            (Outcome::Error, _, _) => None,
+            (Outcome::Forbidden, _, _) => Some(2),
+            (Outcome::Ok, true, TAG_ECHO_A) => Some(0),
+            (Outcome::Ok, true, TAG_ECHO_B) => Some(1),
+            (Outcome::Ok, _, _) => Some(3),
+        };
+        match series.and_then(|s| b.ok_by_unit.get_mut(s)) {
+            Some(slot) => slot.1 += 1,
+            None => b.errors += 1,
+        }
+    }
+    Timeline {
+        bucket_ms,
+        buckets,
+        events: run.events.clone(),
+    }
+}
+
+/// Per second: requests, reads, writes, write_forbidden, errors, and the
+/// moving slots' writes and reads by serving unit.
+fn per_second(run: &Run, info: &[Variant]) -> String {
+    let secs = (run.duration.as_millis() as u64).div_ceil(1000).max(1) as usize;
+    // requests, reads, writes, forbidden, errors, mw A, mw B, mr A, mr B
+    let mut rows = vec![[0u64; 9]; secs];
+    for r in &run.records {
+        let Some(v) = info.get(r.variant as usize).copied() else {
+            continue;
+        };
+        let Some(row) = rows.get_mut(((r.done_us / 1_000_000) as usize).min(secs - 1)) else {
+            continue;
+        };
+        row[0] += 1;
+        row[if v.write { 2 } else { 1 }] += 1;
+        match outcome(r, v) {
+            Outcome::Forbidden => row[3] += 1,
+            Outcome::Error => row[4] += 1,
+            Outcome::Ok if v.moving() => {
+                let base = if v.write { 5 } else { 7 };
+                match r.tag {
+                    TAG_ECHO_A => row[base] += 1,
+                    TAG_ECHO_B => row[base + 1] += 1,
+                    _ => {}
+                }
+            }
+            Outcome::Ok => {}
+        }
+    }
+    let mut s = String::from(
+        "| second | requests | reads | writes | 503 write_forbidden | errors | moving writes → A | moving writes → B | moving reads → A | moving reads → B |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (i, row) in rows.iter().enumerate() {
+        let _ = write!(s, "| {i}–{} s |", i + 1);
+        for n in row {
+            let _ = write!(s, " {n} |");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+struct Commands {
+    etcd: String,
+    init: String,
+    echo: String,
+    gateways: Vec<String>,
+    fleet: String,
+    local: String,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn section(
+    args: &MigrationArgs,
+    load: &Load,
+    run: &Run,
+    info: &[Variant],
+    a: &Analysis,
+    m: &MigrationLog,
+    fleet_after: &[(String, &str, String)],
+    c: &Commands,
+) -> Section {
+    let post_at = run.actions.first().map_or(0, |x| x.start_ms);
+    let pct = |n: u64, d: u64| {
+        if d == 0 {
+            "—".to_owned()
+        } else {
+            format!("{:.2} %", n as f64 * 100.0 / d as f64)
+        }
+    };
+    let ms_after_post = |us: Option<u64>| {
+        us.map_or("—".into(), |u| {
+            format!("{} ms", (u / 1000) as i64 - post_at as i64)
+        })
+    };
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "A fleet of three unitgate processes (`threads = 1`): gw-a1 and gw-a2 in unit A, gw-b1 \
+         in unit B, all with `[store] kind = \"etcd\"`, `lease_secs = {LEASE_SECS}`, on one scratch \
+         etcd (Debian `etcd-server`, single member, loopback). The fleet document: units A \
+         (0-4999) and B (5000-9999), one `placement = \"sharded\"` route by `header:x-user-id` to \
+         an echo service with two `unitgate echo` instances per unit (they answer \
+         `x-echo-unit`). Users: {USERS} decimal ids in the moving slots (ids 0-999 are their own \
+         slot) and {USERS} in slots 1000-9999; each gets a GET and a POST in turn (half reads, \
+         half writes, half on moving slots). The connections go round-robin to the three \
+         gateways.\n"
+    );
+    let _ = writeln!(
+        md,
+        "- load: {} (the bench's own driver)\n\
+         - at {:.1} s: `POST /admin/v1/migrations {{\"slots\":[\"{}-{}\"],\"to\":\"B\",\"confirm\":\"none\"}}` \
+         on gw-a1, then its record polled every {} ms until `done` (at most {} s)\n\
+         - *error*: a read other than 200; a write other than 200 or `503 write_forbidden`\n\
+         - *invariant*: per moving slot, no write served by A (`x-echo-unit`) answered after the \
+         send time of the first write of that slot served by B\n",
+        load.describe(),
+        args.at,
+        MOVING.0,
+        MOVING.1,
+        POLL.as_millis(),
+        args.done_within,
+    );
+    md.push_str(&run.actions_markdown());
+    md.push_str("\n| figure | value |\n|---|---:|\n");
+    let total = run.total();
+    let rows: Vec<(&str, String)> = vec![
+        ("requests", run.records.len().to_string()),
+        (
+            "requests per gateway (gw-a1 / gw-a2 / gw-b1)",
+            a.per_target
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" / "),
+        ),
+        ("errors", a.errors.to_string()),
+        (
+            "reads answered 200",
+            format!("{} of {} ({})", a.reads_ok, a.reads, pct(a.reads_ok, a.reads)),
+        ),
+        (
+            "writes: 200 / 503 write_forbidden",
+            format!("{} / {} of {}", a.writes_ok, a.forbidden, a.writes),
+        ),
+        (
+            "write_forbidden outside the moving slots",
+            a.forbidden_elsewhere.to_string(),
+        ),
+        (
+            "freeze window (first to last write_forbidden answer)",
+            a.freeze_ms().map_or("none".into(), |ms| format!("{ms} ms")),
+        ),
+        (
+            "first / last write_forbidden, after the POST",
+            format!(
+                "{} / {}",
+                ms_after_post(a.first_forbidden_us),
+                ms_after_post(a.last_forbidden_us)
+            ),
+        ),
+        (
+            "migration: POST to `done`",
+            m.done_ms.map_or(
+                format!("not done (state {})", m.final_state),
+                |ms| format!("{ms} ms"),
+            ),
+        ),
+        ("migration: POST answered after", format!("{} ms", m.post_ms)),
+        ("epochs written", format!("{:?}", m.epochs)),
+        (
+            "invariant violations (moving-slot writes checked)",
+            format!("{} ({})", a.violations, a.checked),
+        ),
+        (
+            "all moving slots: last write answered by A / first write sent that B served, after the POST",
+            format!(
+                "{} / {}",
+                ms_after_post(a.last_a_done_us),
+                ms_after_post(a.first_b_sent_us)
+            ),
+        ),
+        (
+            "smallest gap, over the moving slots, from the last A write answered to the first B write sent",
+            a.min_margin_us
+                .map_or("—".into(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
+        ),
+        (
+            "moving slots written: with writes on A / on B / last write on B",
+            format!(
+                "{} / {} / {} of {}",
+                a.slots_seen_a, a.slots_seen_b, a.slots_ended_b, a.moving_slots
+            ),
+        ),
+        (
+            "200s whose x-unit-served differs from x-echo-unit",
+            a.unit_mismatch.to_string(),
+        ),
+        (
+            "latency p50 / p99 / max (all requests)",
+            format!(
+                "{} / {} / {}",
+                driver::fmt_us(total.p50_us),
+                driver::fmt_us(total.p99_us),
+                driver::fmt_us(total.max_us)
+            ),
+        ),
+    ];
+    for (k, v) in &rows {
+        let _ = writeln!(md, "| {k} | {v} |");
+    }
+    if !a.violating_slots.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nSlots with a violation: {:?}",
+            &a.violating_slots[..a.violating_slots.len().min(40)]
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n### The migration as polled\n\nMigration `{}`: each state when a poll first read \
+         it, and every gateway a poll in that state found in `waiting_for` (live gateways that \
+         had not applied the step's epoch yet):\n\n\
+         | ms after the POST | state | seen in waiting_for |\n|---:|---|---|",
+        m.id
+    );
+    for (ms, st, w) in &m.states {
+        let _ = writeln!(md, "| {ms} | {st} | {} |", w.join(", "));
+    }
+    if let Some(e) = &m.error {
+        let _ = writeln!(md, "\nerror: {e}");
+    }
+    let _ = writeln!(md, "\nFinal record: `{}`", m.record);
+    md.push_str("\nEach gateway's `GET /admin/v1/fleet` after the run:\n\n| gateway | unit | fleet |\n|---|---|---|\n");
+    for (id, unit, row) in fleet_after {
+        let _ = writeln!(md, "| {id} | {unit} | {row} |");
+    }
+    md.push_str("\n### Per second\n\n");
+    md.push_str(&per_second(run, info));
+    if a.error_kinds.is_empty() {
+        md.push_str("\nErrors: none\n");
+    } else {
+        md.push_str("\nErrors:\n\n");
+        for (k, n) in &a.error_kinds {
+            let _ = writeln!(md, "- {n} × {k}");
+        }
+        for (msg, n) in &run.transport_errors {
+            let _ = writeln!(md, "  - {n} × `{msg}`");
+        }
+    }
+    let done = m.done_ms.map_or(f64::INFINITY, |ms| ms as f64);
+    let targets = vec![
+        Target {
+            what: "migration: errors".into(),
+            measured: a.errors as f64,
+            limit: 0.0,
+            met: a.errors == 0,
+        },
+        Target {
+            what: "migration: invariant violations".into(),
+            measured: a.violations as f64,
+            limit: 0.0,
+            met: a.violations == 0 && a.checked > 0,
+        },
+        Target {
+            what: "migration: reads not answered 200".into(),
+            measured: (a.reads - a.reads_ok) as f64,
+            limit: 0.0,
+            met: a.reads == a.reads_ok && a.reads > 0,
+        },
+        Target {
+            what: "migration: ms from POST to done".into(),
+            measured: done,
+            limit: (args.done_within * 1000) as f64,
+            met: done <= (args.done_within * 1000) as f64,
+        },
+    ];
+    md.push_str("\n### Targets\n\n| target | measured | limit | met |\n|---|---:|---:|---|\n");
+    for t in &targets {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            t.what,
+            t.measured,
+            t.limit,
+            if t.met { "yes" } else { "**no**" }
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nThe timeline chart: {} ms buckets; moving-slot writes by serving unit, those refused \
+         with write_forbidden, every other 200, errors on top.\n\n### Commands and config\n\n\
+         ```sh\n{}\n{}\n{}\n{}\n```\n\nfleet.toml (seeded into etcd):\n\n```toml\n{}```\n\n\
+         gw-a1's local file (gw-a2, gw-b1 likewise):\n\n```toml\n{}```",
+        args.bucket_ms,
+        c.etcd,
+        c.echo,
+        c.init,
+        c.gateways.join("\n"),
+        c.fleet,
+        c.local
+    );
+    Section {
+        title: "Slot migration under load".into(),
+        markdown: md,
+        bars: Vec::new(),
+        timeline: Some(chart(run, info, args.bucket_ms)),
+        targets,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(done_ms: u64, sent_ms: u64, status: u16, tag: u32, variant: u32) -> Record {
+        Record {
+            done_us: done_ms * 1000,
+            latency_us: (done_ms - sent_ms) * 1000,
+            status,
+            unit: match tag {
+                TAG_ECHO_A => 0,
+                TAG_ECHO_B => 1,
+                _ => u16::MAX,
+            },
+            variant,
+            target: 0,
+            tag,
+        }
+    }
+
+    #[test]
+    fn variants_are_half_reads_half_moving() {
+        let (specs, info) = variants();
+        assert_eq!(specs.len(), info.len());
+        assert_eq!(info.iter().filter(|v| v.write).count() * 2, info.len());
+        assert_eq!(info.iter().filter(|v| v.moving()).count() * 2, info.len());
+        for (s, v) in specs.iter().zip(&info) {
+            let id: u64 = s.headers[0].1.parse().expect("decimal id");
+            assert_eq!(id % SLOTS, v.slot);
+            assert_eq!(s.method == hyper::Method::POST, v.write);
+        }
+    }
+
+    #[test]
+    fn counts_freeze_errors_and_invariant_violations() {
+        // Variants: 0 = moving read, 1 = moving write (slot 0), 2 = other write.
+        let info = [
+            Variant {
+                write: false,
+                slot: 0,
+            },
+            Variant {
+                write: true,
+                slot: 0,
+            },
+            Variant {
+                write: true,
+                slot: 5000,
+            },
+        ];
+        let run = Run {
+            records: vec![
+                rec(10, 9, 200, TAG_ECHO_A, 1),
+                rec(20, 19, 503, TAG_FORBIDDEN, 1),
+                rec(25, 24, 200, TAG_ECHO_A, 0),
+                rec(40, 39, 503, TAG_FORBIDDEN, 1),
+                rec(50, 49, 200, TAG_ECHO_B, 1),
+                // Sent before the B write but answered after its send: a violation.
+                rec(52, 30, 200, TAG_ECHO_A, 1),
+                rec(60, 59, 503, 0, 2),
+                rec(70, 69, 404, 0, 0),
+            ],
+            units: vec!["A".into(), "B".into()],
+            elapsed: Duration::from_millis(100),
+            duration: Duration::from_millis(100),
+            ..Run::default()
+        };
+        let a = analyse(&run, &info);
+        assert_eq!((a.reads, a.reads_ok), (2, 1));
+        assert_eq!((a.writes, a.writes_ok, a.forbidden), (6, 3, 2));
+        assert_eq!(a.errors, 2);
+        assert_eq!(a.freeze_ms(), Some(20));
+        assert_eq!((a.checked, a.violations), (3, 1));
+        assert_eq!(a.violating_slots, vec![0]);
+        assert_eq!(a.min_margin_us, Some(-3000));
+        assert_eq!(
+            (a.last_a_done_us, a.first_b_sent_us),
+            (Some(52_000), Some(49_000))
+        );
+        assert_eq!((a.slots_seen_a, a.slots_seen_b, a.slots_ended_b), (1, 1, 0));
+        assert_eq!(a.unit_mismatch, 0);
+        let t = chart(&run, &info, 50);
+        assert_eq!(t.buckets.len(), 2);
+        assert_eq!(t.buckets[0].ok_by_unit[0].1, 1);
+        assert_eq!(t.buckets[0].ok_by_unit[2].1, 2);
+        assert_eq!(t.buckets[0].ok_by_unit[3].1, 1);
+        assert_eq!(t.buckets[1].ok_by_unit[1].1, 1);
+        assert_eq!(t.buckets[1].errors, 2);
+        let table = per_second(&run, &info);
+        assert!(
+            table.contains("| 0–1 s | 8 | 2 | 6 | 2 | 2 | 2 | 1 | 1 | 0 |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn classifies_forbidden_and_echo_units() {
+        let c = classify();
+        let mut h = hyper::HeaderMap::new();
+        assert_eq!(c(503, &h, br#"{"error":"write_forbidden"}"#), TAG_FORBIDDEN);
+        assert_eq!(c(503, &h, br#"{"error":"no_healthy_instance"}"#), 0);
+        h.insert("x-echo-unit", "B".parse().expect("header"));
+        assert_eq!(c(200, &h, b"{}"), TAG_ECHO_B);
+    }
+}
