@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 pub use unitgate::echo::EchoServer;
 
+pub mod fleet;
+
 /// A free port on 127.0.0.1 (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -85,6 +87,10 @@ pub struct GatewayProc {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub client: reqwest::Client,
+    /// Extra environment and arguments of the first start, reused by
+    /// [`GatewayProc::restart`].
+    env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 /// A response read whole.
@@ -143,19 +149,12 @@ impl GatewayProc {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("unitgate.toml");
         std::fs::write(&config_path, text).expect("write config");
-        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        let mut cmd = Command::new(unitgate_bin());
-        cmd.arg("run")
-            .arg("-c")
-            .arg(&config_path)
-            .args(args)
-            .env("RUST_LOG", "info,access=off")
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn unitgate");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let child = spawn(&config_path, dir.path(), &env, &args);
         let mut gw = GatewayProc {
             child,
             listen,
@@ -163,6 +162,8 @@ impl GatewayProc {
             dir,
             config_path,
             client: client(),
+            env,
+            args,
         };
         gw.wait_listening().await;
         gw
@@ -188,6 +189,21 @@ impl GatewayProc {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// SIGKILL (a crash, not a shutdown), and wait until the process is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the process if it still runs and starts it again with the same
+    /// config file, folder (and whatever the gateway left in it), ports,
+    /// environment and arguments; stderr is appended to the same log.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.config_path, self.dir.path(), &self.env, &self.args);
+        self.wait_listening().await;
     }
 
     pub fn stderr(&self) -> String {
@@ -271,6 +287,28 @@ impl GatewayProc {
     pub fn peak_rss_kib(&self) -> u64 {
         proc_status_kib(self.pid(), "VmHWM:")
     }
+}
+
+/// Starts `unitgate run -c <config_path>` with stderr appended to
+/// `<dir>/stderr.log`.
+fn spawn(config_path: &Path, dir: &Path, env: &[(String, String)], args: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))
+        .expect("log file");
+    let mut cmd = Command::new(unitgate_bin());
+    cmd.arg("run")
+        .arg("-c")
+        .arg(config_path)
+        .args(args)
+        .env("RUST_LOG", "info,access=off")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn unitgate")
 }
 
 impl Drop for GatewayProc {
