@@ -17,7 +17,7 @@ use unitgate_config::{Config, ConfigErrors, RawConfig};
 use unitgate_store::{Doc, EtcdStore, Expect, LeasedKey, StoreError};
 
 /// Lost races retried before a mutation gives up (each retry re-reads).
-const CAS_ATTEMPTS: usize = 8;
+const CAS_ATTEMPTS: usize = 32;
 
 pub struct EtcdSource {
     pub store: EtcdStore,
@@ -87,6 +87,29 @@ pub fn compose_doc(text: &str, local: &RawConfig, base_dir: &Path) -> Result<Con
     unitgate_config::validate(&local.with_fleet(&fleet), base_dir)
 }
 
+/// A linearizable read of the fleet document, tried again (the store moves
+/// to the next endpoint) for up to ~2 s: losing one member of a cluster,
+/// even its leader (an election takes about a second), must not fail a
+/// mutation.
+async fn read_retrying(src: &EtcdSource) -> Result<(Option<Doc>, i64), StoreError> {
+    let mut last = None;
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        }
+        match src.store.read_config().await {
+            Ok(r) => {
+                src.mark_up(true);
+                return Ok(r);
+            }
+            Err(e @ StoreError::Unavailable(_)) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    src.mark_up(false);
+    Err(last.unwrap_or_else(|| StoreError::Unavailable("no endpoint answered".into())))
+}
+
 fn unavailable<E>(e: StoreError) -> ChangeError<E> {
     ChangeError::Unavailable(e.to_string())
 }
@@ -111,9 +134,7 @@ impl ControlPlane {
         change: impl Fn(&mut RawConfig) -> Result<(), E>,
     ) -> Result<(RawConfig, String), ChangeError<E>> {
         for _ in 0..CAS_ATTEMPTS {
-            let read = src.store.read_config().await;
-            src.mark_up(read.is_ok());
-            let (doc, _) = read.map_err(unavailable)?;
+            let (doc, _) = read_retrying(src).await.map_err(unavailable)?;
             let Some(doc) = doc else {
                 return Err(ChangeError::Unavailable(
                     "the store holds no fleet config yet: seed it with `unitgate fleet init`"
@@ -141,11 +162,22 @@ impl ControlPlane {
             let next = self.build(config).map_err(ChangeError::Invalid)?;
             let text = fleet_document(&RawFleet::from_config(&raw))
                 .map_err(|e| ChangeError::Invalid(lines(&e)))?;
-            match src
+            let mut written = src
                 .store
                 .write_config(&text, Expect::Revision(doc.mod_revision))
-                .await
-            {
+                .await;
+            if let Err(StoreError::Unavailable(why)) = &written {
+                // The member we talked to went away mid-call: the write may
+                // or may not have been applied. Ask the cluster (the store
+                // moves to another endpoint); our own text there means it was.
+                tracing::debug!("write interrupted ({why}); checking whether it landed");
+                written = match read_retrying(src).await {
+                    Ok((Some(now), _)) if now.text == text => Ok(now.mod_revision),
+                    Ok(_) => Err(StoreError::Conflict { current: None }),
+                    Err(e) => Err(e),
+                };
+            }
+            match written {
                 Ok(revision) => {
                     src.mark_up(true);
                     let mut a = self.lock();
@@ -163,7 +195,13 @@ impl ControlPlane {
                     self.publish_status();
                     return Ok(out);
                 }
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => {
+                    // Another gateway won the race: re-read after a short
+                    // random pause, so a burst of writers spreads out.
+                    let pause = std::time::Duration::from_millis(fastrand::u64(2..20));
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
                 Err(e) => {
                     src.mark_up(false);
                     return Err(unavailable(e));

@@ -284,6 +284,8 @@ impl Book {
 pub struct Migrations {
     pub control: Arc<ControlPlane>,
     pub book: Book,
+    /// The id of the running migration as of this gateway's last tick.
+    last_seen: Mutex<Option<String>>,
 }
 
 fn unix_now() -> u64 {
@@ -306,7 +308,11 @@ pub fn local_gateway_id(control: &ControlPlane) -> String {
 impl Migrations {
     pub fn new(control: Arc<ControlPlane>) -> Self {
         let book = Book::for_control(&control);
-        Migrations { control, book }
+        Migrations {
+            control,
+            book,
+            last_seen: Mutex::new(None),
+        }
     }
 
     pub async fn list(&self) -> Result<Vec<Migration>, MigrationError> {

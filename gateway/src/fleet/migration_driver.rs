@@ -37,7 +37,15 @@ impl BackgroundService for MigrationDriver {
 impl Migrations {
     async fn tick(&self, leader: &mut Option<Leadership>) -> Result<(), MigrationError> {
         let Some(id) = self.book.active().await? else {
-            // CURRENT_STATE keeps the last migration's end state.
+            // The migration this gateway last saw running has ended (maybe
+            // driven by another gateway): show its end state.
+            let ended = self.last_seen.lock().ok().and_then(|mut l| l.take());
+            if let Some(ended) = ended {
+                if let Some((m, _)) = self.book.get(&ended).await? {
+                    let index = State::ALL.iter().position(|s| *s == m.state);
+                    CURRENT_STATE.store(index.unwrap_or(usize::MAX), Ordering::Relaxed);
+                }
+            }
             if let Some(l) = leader.take() {
                 let _ = l.release().await;
             }
@@ -46,6 +54,9 @@ impl Migrations {
         let Some((m, rev)) = self.book.get(&id).await? else {
             return Ok(());
         };
+        if let Ok(mut last) = self.last_seen.lock() {
+            *last = Some(id.clone());
+        }
         let index = State::ALL.iter().position(|s| *s == m.state);
         CURRENT_STATE.store(index.unwrap_or(usize::MAX), Ordering::Relaxed);
         let me = local_gateway_id(&self.control);
