@@ -531,10 +531,20 @@ async fn metrics_count_requests_by_route_code_and_units() {
     f.a.stop();
     let r = f.user("42", "/orders/x").await;
     assert_eq!(r.unit(), "B");
-    let m = f.gw.metrics().await;
     let series = |code: u16, home: &str, served: &str| {
         format!("unitgate_requests_total{{route=\"orders\",code=\"{code}\",home_unit=\"{home}\",served_unit=\"{served}\"}}")
     };
+    // A request is counted when it is logged, just after its response was
+    // written: wait for the last one to be counted.
+    let m = eventually(
+        "the crossed request counted",
+        Duration::from_secs(3),
+        || async {
+            let m = f.gw.metrics().await;
+            metric(&m, &series(200, "A", "B")).map(|_| m)
+        },
+    )
+    .await;
     assert_eq!(metric(&m, &series(200, "A", "A")), Some(3.0), "{m}");
     assert_eq!(metric(&m, &series(200, "B", "B")), Some(1.0));
     assert_eq!(metric(&m, &series(200, "A", "B")), Some(1.0));
