@@ -105,7 +105,7 @@ pub struct UnitHeaders {
 /// Sets the forwarding headers on `upstream` (a copy of the client's request
 /// header, already sanitized by pingora).
 pub fn apply(upstream: &mut RequestHeader, added: Added) -> Result<()> {
-    let xff = forwarded_for(upstream.headers.get(&X_FORWARDED_FOR), added.client_ip)?;
+    let xff = forwarded_for(upstream.headers.get_all(&X_FORWARDED_FOR), added.client_ip)?;
     let host = upstream.headers.get(http::header::HOST).cloned();
     let mut set: [(HeaderName, Option<HeaderValue>); ADDED] = [
         (X_FORWARDED_FOR, xff),
@@ -203,18 +203,39 @@ pub fn edit_response(resp: &mut ResponseHeader, add: impl FnOnce(&mut HeaderMap)
     }
 }
 
-/// `x-forwarded-for`: the client's list with the peer appended.
-fn forwarded_for(prev: Option<&HeaderValue>, ip: Option<IpAddr>) -> Result<Option<HeaderValue>> {
-    let Some(ip) = ip else {
-        return Ok(prev.cloned());
+/// `x-forwarded-for`: the client's list with the peer appended. Several
+/// inbound `x-forwarded-for` fields are one list (RFC 9110 §5.3), joined in
+/// order, never dropped.
+fn forwarded_for(
+    prev: http::header::GetAll<'_, HeaderValue>,
+    ip: Option<IpAddr>,
+) -> Result<Option<HeaderValue>> {
+    use std::borrow::Cow;
+    let mut fields = prev.iter();
+    let first = fields.next();
+    // The common case, at most one inbound field, joins nothing.
+    let joined: Option<Cow<'_, [u8]>> = match (first, fields.next()) {
+        (None, _) => None,
+        (Some(f), None) => Some(Cow::Borrowed(f.as_bytes())),
+        (Some(f), Some(second)) => {
+            let mut v = f.as_bytes().to_vec();
+            for x in std::iter::once(second).chain(fields) {
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(x.as_bytes());
+            }
+            Some(Cow::Owned(v))
+        }
     };
     let mut buf = [0u8; 48];
-    let ip = ip_text(ip, &mut buf);
-    let value = match prev {
-        None => HeaderValue::from_bytes(ip),
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
-            v.extend_from_slice(prev.as_bytes());
+    let value = match (joined, ip) {
+        (None, None) => return Ok(None),
+        (Some(Cow::Borrowed(_)), None) => return Ok(first.cloned()),
+        (Some(list), None) => HeaderValue::from_bytes(&list),
+        (None, Some(ip)) => HeaderValue::from_bytes(ip_text(ip, &mut buf)),
+        (Some(list), Some(ip)) => {
+            let ip = ip_text(ip, &mut buf);
+            let mut v = Vec::with_capacity(list.len() + 2 + ip.len());
+            v.extend_from_slice(&list);
             v.extend_from_slice(b", ");
             v.extend_from_slice(ip);
             HeaderValue::from_bytes(&v)
@@ -403,6 +424,28 @@ mod tests {
             let mut buf = [0u8; 48];
             assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn several_inbound_forwarded_for_fields_are_joined_in_order() {
+        let mut r = request(
+            "/",
+            &[
+                ("X-Forwarded-For", "10.0.0.1"),
+                ("x-forwarded-for", "10.0.0.2, 10.0.0.3"),
+            ],
+        );
+        apply(&mut r, added("192.0.2.9", false)).expect("applied");
+        let all: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.9"]);
+        let mut r = request("/", &[("X-Forwarded-For", "a"), ("X-Forwarded-For", "b")]);
+        let joined = forwarded_for(r.headers.get_all(&X_FORWARDED_FOR), None).expect("ok");
+        assert_eq!(joined.expect("value"), "a, b");
+        r.remove_header("x-forwarded-for");
+        assert_eq!(
+            forwarded_for(r.headers.get_all(&X_FORWARDED_FOR), None).expect("ok"),
+            None
+        );
     }
 
     #[test]

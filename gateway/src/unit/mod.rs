@@ -85,11 +85,7 @@ impl UnitRouting {
             Placement::Unit(u) => u,
         };
         let hops = if trusted {
-            req.headers
-                .get("x-unit-hops")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
+            peer_hops(req, routing.max_hops)
         } else {
             0
         };
@@ -207,6 +203,20 @@ fn query_value<'a>(q: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// A trusted peer's `x-unit-hops`: absent is 0; present but not a number
+/// is taken as the limit (refuse to cross again), never as 0, so a garbled
+/// header cannot start an A->B->A loop.
+fn peer_hops(req: &RequestHeader, max_hops: u32) -> u32 {
+    match req.headers.get("x-unit-hops") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(max_hops),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +252,18 @@ mod tests {
         let req = RequestHeader::build("GET", b"/x?uid=Zo%C3%AB", None).expect("valid");
         let sources = [KeySource::Query("uid".into())];
         assert_eq!(routing_key(&req, &sources, None).as_deref(), Some("Zoë"));
+    }
+
+    #[test]
+    fn garbled_hops_count_as_the_limit() {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("valid");
+        assert_eq!(peer_hops(&req, 1), 0, "absent");
+        req.insert_header("x-unit-hops", "2").expect("valid");
+        assert_eq!(peer_hops(&req, 1), 2);
+        for bad in ["x", "-1", "1.5", "99999999999"] {
+            req.insert_header("x-unit-hops", bad).expect("valid");
+            assert_eq!(peer_hops(&req, 3), 3, "{bad}");
+        }
     }
 
     #[test]
