@@ -222,8 +222,12 @@ fn migration_error(e: MigrationError) -> unitgate_admin::ApiError {
     }
 }
 
-fn to_json<T: serde::Serialize>(v: T) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+/// A migrations call's answer as the admin API's JSON or error.
+fn reply<T: serde::Serialize>(
+    r: Result<T, MigrationError>,
+) -> Result<serde_json::Value, unitgate_admin::ApiError> {
+    r.map(|v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
+        .map_err(migration_error)
 }
 
 #[async_trait]
@@ -278,19 +282,11 @@ impl unitgate_admin::GatewayHandle for Handle {
     }
 
     async fn migrations(&self) -> Result<serde_json::Value, unitgate_admin::ApiError> {
-        self.migrations
-            .list()
-            .await
-            .map(to_json)
-            .map_err(migration_error)
+        reply(self.migrations.list().await)
     }
 
     async fn migration(&self, id: &str) -> Result<serde_json::Value, unitgate_admin::ApiError> {
-        self.migrations
-            .get(id)
-            .await
-            .map(to_json)
-            .map_err(migration_error)
+        reply(self.migrations.get(id).await)
     }
 
     async fn start_migration(
@@ -300,33 +296,21 @@ impl unitgate_admin::GatewayHandle for Handle {
         let start = serde_json::from_value(body).map_err(|e| {
             unitgate_admin::ApiError::bad_request(format!("invalid migration: {e}"))
         })?;
-        self.migrations
-            .start(start)
-            .await
-            .map(to_json)
-            .map_err(migration_error)
+        reply(self.migrations.start(start).await)
     }
 
     async fn confirm_migration(
         &self,
         id: &str,
     ) -> Result<serde_json::Value, unitgate_admin::ApiError> {
-        self.migrations
-            .confirm(id)
-            .await
-            .map(to_json)
-            .map_err(migration_error)
+        reply(self.migrations.confirm(id).await)
     }
 
     async fn abort_migration(
         &self,
         id: &str,
     ) -> Result<serde_json::Value, unitgate_admin::ApiError> {
-        self.migrations
-            .abort(id)
-            .await
-            .map(to_json)
-            .map_err(migration_error)
+        reply(self.migrations.abort(id).await)
     }
 
     fn reload(&self) -> Result<(bool, String), unitgate_admin::ApiError> {

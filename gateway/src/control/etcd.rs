@@ -305,13 +305,27 @@ impl ControlPlane {
         }
     }
 
+    /// This gateway's id in the fleet: `store.gateway_id` with etcd; in file
+    /// mode (a fleet of one) `<unit>@<first listen address>`.
+    pub fn gateway_id(&self) -> String {
+        match self.etcd() {
+            Some(src) => src.gateway_id.clone(),
+            None => {
+                let snap = self.snapshot.load();
+                let g = &snap.config.gateway;
+                let listen = g.listen.first().map(|a| a.to_string()).unwrap_or_default();
+                format!("{}@{listen}", snap.unit_names[g.unit])
+            }
+        }
+    }
+
     /// This gateway's status entry, as published under its lease.
     pub fn status_record(&self) -> serde_json::Value {
         let snap = self.snapshot.load();
         let a = self.lock();
         let g = &snap.config.gateway;
         serde_json::json!({
-            "id": self.etcd().map_or("", |s| s.gateway_id.as_str()),
+            "id": self.gateway_id(),
             "unit": &*snap.unit_names[g.unit],
             "epoch": snap.config.routing.epoch,
             "config_hash": a.etag.trim_matches('"'),

@@ -114,7 +114,7 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn lines(errors: &ConfigErrors) -> Vec<String> {
+pub(crate) fn lines(errors: &ConfigErrors) -> Vec<String> {
     errors.iter().map(ConfigError::to_string).collect()
 }
 

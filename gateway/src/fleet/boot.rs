@@ -5,7 +5,7 @@
 //! start while etcd is down).
 
 use crate::control::etcd::compose_doc;
-use crate::control::{EtcdSource, Source};
+use crate::control::{lines, EtcdSource, Source};
 use std::path::Path;
 use std::time::Duration;
 use unitgate_config::fleet::{parse_local, RawFleet};
@@ -60,9 +60,7 @@ fn cached_revision(text: &str) -> i64 {
 /// Reads the local file and decides what this gateway starts with. Errors
 /// are the local file's own (printed by `unitgate run`, exit 1).
 pub fn boot(text: &str, base_dir: &Path) -> Result<Boot, Vec<String>> {
-    let errors = |e: unitgate_config::ConfigErrors| -> Vec<String> {
-        e.iter().map(|e| e.to_string()).collect()
-    };
+    let errors = |e: unitgate_config::ConfigErrors| lines(&e);
     let local = parse_local(text).map_err(errors)?;
     let first = unitgate_config::validate(&local.with_fleet(&placeholder(&local)), base_dir)
         .map_err(errors)?;

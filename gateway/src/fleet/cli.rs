@@ -99,7 +99,7 @@ pub fn status(config: &Path) -> Result<String, String> {
         gateways.len()
     );
     for g in gateways {
-        let state = if g.config_hash == hash && g.epoch == epoch {
+        let state = if g.in_sync(&hash, epoch) {
             "in_sync"
         } else {
             "lagging"

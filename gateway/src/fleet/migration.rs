@@ -68,6 +68,12 @@ impl State {
         }
     }
 
+    /// Shows this state in `unitgate_migration_state`.
+    pub fn show(self) {
+        let index = State::ALL.iter().position(|s| *s == self);
+        CURRENT_STATE.store(index.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(self, State::Done | State::Aborted | State::Failed)
     }
@@ -83,7 +89,7 @@ pub enum Confirm {
     Url { url: String },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Migration {
     pub id: String,
     pub slots: Vec<String>,
@@ -158,6 +164,11 @@ pub struct MemoryBook {
     records: BTreeMap<String, (Migration, i64)>,
 }
 
+/// A poisoned lock still holds whole records: each change replaces one.
+fn lock(m: &Mutex<MemoryBook>) -> std::sync::MutexGuard<'_, MemoryBook> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Book {
     pub fn for_control(control: &ControlPlane) -> Book {
         match &control.source {
@@ -166,16 +177,9 @@ impl Book {
         }
     }
 
-    fn mem(&self) -> Option<std::sync::MutexGuard<'_, MemoryBook>> {
-        match self {
-            Book::Memory(m) => Some(m.lock().unwrap_or_else(|p| p.into_inner())),
-            Book::Etcd(_) => None,
-        }
-    }
-
     async fn active(&self) -> Result<Option<String>, MigrationError> {
         match self {
-            Book::Memory(_) => Ok(self.mem().and_then(|m| m.active.clone())),
+            Book::Memory(m) => Ok(lock(m).active.clone()),
             Book::Etcd(s) => Ok(s
                 .get(ACTIVE_KEY)
                 .await?
@@ -185,7 +189,7 @@ impl Book {
 
     async fn get(&self, id: &str) -> Result<Option<(Migration, i64)>, MigrationError> {
         match self {
-            Book::Memory(_) => Ok(self.mem().and_then(|m| m.records.get(id).cloned())),
+            Book::Memory(m) => Ok(lock(m).records.get(id).cloned()),
             Book::Etcd(s) => match s.get(&format!("migrations/{id}")).await? {
                 None => Ok(None),
                 Some((v, rev)) => serde_json::from_slice(&v)
@@ -197,10 +201,7 @@ impl Book {
 
     async fn list(&self) -> Result<Vec<Migration>, MigrationError> {
         match self {
-            Book::Memory(_) => Ok(self
-                .mem()
-                .map(|m| m.records.values().map(|(m, _)| m.clone()).collect())
-                .unwrap_or_default()),
+            Book::Memory(m) => Ok(lock(m).records.values().map(|(m, _)| m.clone()).collect()),
             Book::Etcd(s) => Ok(s
                 .list("migrations/")
                 .await?
@@ -213,10 +214,8 @@ impl Book {
     /// Records a new migration and marks it active, unless one is active.
     async fn create(&self, m: &Migration) -> Result<(), MigrationError> {
         match self {
-            Book::Memory(_) => {
-                let Some(mut book) = self.mem() else {
-                    return Ok(());
-                };
+            Book::Memory(mem) => {
+                let mut book = lock(mem);
                 if let Some(active) = &book.active {
                     return Err(MigrationError::InProgress(active.clone()));
                 }
@@ -245,10 +244,8 @@ impl Book {
     async fn save(&self, m: &Migration, revision: i64) -> Result<i64, MigrationError> {
         let conflict = || MigrationError::Conflict("the migration changed meanwhile".into());
         match self {
-            Book::Memory(_) => {
-                let Some(mut book) = self.mem() else {
-                    return Err(conflict());
-                };
+            Book::Memory(mem) => {
+                let mut book = lock(mem);
                 let entry = book.records.get_mut(&m.id).ok_or_else(conflict)?;
                 if entry.1 != revision {
                     return Err(conflict());
@@ -290,19 +287,6 @@ pub struct Migrations {
 
 fn unix_now() -> u64 {
     crate::control::unix_now()
-}
-
-/// This gateway's id in file mode: `<unit>@<first listen address>`.
-pub fn local_gateway_id(control: &ControlPlane) -> String {
-    match &control.source {
-        Source::Etcd(src) => src.gateway_id.clone(),
-        Source::File => {
-            let snap = control.snapshot.load();
-            let g = &snap.config.gateway;
-            let listen = g.listen.first().map(|a| a.to_string()).unwrap_or_default();
-            format!("{}@{listen}", snap.unit_names[g.unit])
-        }
-    }
 }
 
 impl Migrations {

@@ -42,8 +42,7 @@ impl Migrations {
             let ended = self.last_seen.lock().ok().and_then(|mut l| l.take());
             if let Some(ended) = ended {
                 if let Some((m, _)) = self.book.get(&ended).await? {
-                    let index = State::ALL.iter().position(|s| *s == m.state);
-                    CURRENT_STATE.store(index.unwrap_or(usize::MAX), Ordering::Relaxed);
+                    m.state.show();
                 }
             }
             if let Some(l) = leader.take() {
@@ -57,9 +56,8 @@ impl Migrations {
         if let Ok(mut last) = self.last_seen.lock() {
             *last = Some(id.clone());
         }
-        let index = State::ALL.iter().position(|s| *s == m.state);
-        CURRENT_STATE.store(index.unwrap_or(usize::MAX), Ordering::Relaxed);
-        let me = local_gateway_id(&self.control);
+        m.state.show();
+        let me = self.control.gateway_id();
         if let (Book::Etcd(store), Source::Etcd(src)) = (&self.book, &self.control.source) {
             if leader.as_ref().is_some_and(|l| !l.is_held()) {
                 tracing::warn!("lost the migration lock");
@@ -81,14 +79,13 @@ impl Migrations {
         let mut next = m.clone();
         next.driver = Some(me);
         self.step(&mut next).await?;
-        if serde_json::to_value(&next).ok() != serde_json::to_value(&m).ok() {
+        if next != m {
             next.updated_unix = unix_now();
             if next.state != m.state {
                 tracing::info!(id = %next.id, from = m.state.as_str(), to = next.state.as_str(), epochs = ?next.epochs, "migration step");
             }
             self.book.save(&next, rev).await?;
-            let index = State::ALL.iter().position(|s| *s == next.state);
-            CURRENT_STATE.store(index.unwrap_or(usize::MAX), Ordering::Relaxed);
+            next.state.show();
         }
         Ok(())
     }
@@ -194,7 +191,7 @@ impl Migrations {
                 Ok(if ours >= epoch {
                     vec![]
                 } else {
-                    vec![local_gateway_id(&self.control)]
+                    vec![self.control.gateway_id()]
                 })
             }
             Source::Etcd(src) => {

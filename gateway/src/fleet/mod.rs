@@ -74,6 +74,13 @@ pub struct GatewayStatus {
     pub updated_unix: u64,
 }
 
+impl GatewayStatus {
+    /// Runs the fleet document with `hash` at `epoch`.
+    pub fn in_sync(&self, hash: &str, epoch: u64) -> bool {
+        self.config_hash == hash && self.epoch == epoch
+    }
+}
+
 /// Every live gateway's status (entries whose lease expired are gone).
 pub async fn list_gateways(store: &EtcdStore) -> Result<Vec<GatewayStatus>, StoreError> {
     let entries = store.list("gateways/").await?;
@@ -92,52 +99,28 @@ pub async fn list_gateways(store: &EtcdStore) -> Result<Vec<GatewayStatus>, Stor
 /// The live gateways as `/admin/v1/fleet` shows them, and whether the store
 /// answered. In file mode: this gateway alone.
 pub async fn view(control: &ControlPlane) -> serde_json::Value {
-    let snap = control.snapshot.load();
-    let epoch = snap.config.routing.epoch;
+    let epoch = control.snapshot.load().config.routing.epoch;
     let ours = control.current().1.trim_matches('"').to_owned();
-    let (store, connected, gateways) = match &control.source {
-        Source::File => {
-            let me: GatewayStatus =
-                serde_json::from_value(control.status_record()).unwrap_or_else(|_| GatewayStatus {
-                    id: String::new(),
-                    unit: String::new(),
-                    epoch,
-                    config_hash: ours.clone(),
-                    revision: 0,
-                    version: String::new(),
-                    listen: vec![],
-                    admin: None,
-                    updated_unix: 0,
-                });
-            let id = crate::fleet::migration::local_gateway_id(control);
-            ("file", true, vec![GatewayStatus { id, ..me }])
-        }
+    let me = || serde_json::from_value(control.status_record()).ok();
+    let (store, connected, mut gateways): (_, _, Vec<GatewayStatus>) = match &control.source {
+        Source::File => ("file", true, me().into_iter().collect()),
         Source::Etcd(src) => match list_gateways(&src.store).await {
             Ok(g) => ("etcd", true, g),
-            Err(_) => {
-                let me = serde_json::from_value(control.status_record()).ok();
-                ("etcd", false, me.into_iter().collect())
-            }
+            Err(_) => ("etcd", false, me().into_iter().collect()),
         },
     };
-    let mut gateways: Vec<serde_json::Value> = gateways
+    gateways.sort_by(|a, b| a.id.cmp(&b.id));
+    let gateways: Vec<serde_json::Value> = gateways
         .into_iter()
         .map(|g| {
-            serde_json::json!({
-                "id": g.id,
-                "unit": g.unit,
-                "epoch": g.epoch,
-                "config_hash": g.config_hash,
-                "in_sync": g.config_hash == ours && g.epoch == epoch,
-                "revision": g.revision,
-                "version": g.version,
-                "listen": g.listen,
-                "admin": g.admin,
-                "updated_unix": g.updated_unix,
-            })
+            let in_sync = g.in_sync(&ours, epoch);
+            let mut v = serde_json::to_value(g).unwrap_or_default();
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("in_sync".into(), in_sync.into());
+            }
+            v
         })
         .collect();
-    gateways.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     serde_json::json!({
         "store": store,
         "connected": connected,

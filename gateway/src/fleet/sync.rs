@@ -148,8 +148,11 @@ async fn refresh_counts(control: &ControlPlane, src: &EtcdSource) {
         return;
     };
     let ours = control.current().1;
-    let ours = ours.trim_matches('"');
-    let in_sync = gateways.iter().filter(|g| g.config_hash == ours).count();
+    let epoch = control.snapshot.load().config.routing.epoch;
+    let in_sync = gateways
+        .iter()
+        .filter(|g| g.in_sync(ours.trim_matches('"'), epoch))
+        .count();
     src.fleet_counts[0].store(in_sync as u64, Ordering::Relaxed);
     src.fleet_counts[1].store((gateways.len() - in_sync) as u64, Ordering::Relaxed);
 }

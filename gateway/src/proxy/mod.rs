@@ -79,6 +79,22 @@ fn authenticate(snap: &Snapshot, j: usize, session: &mut Session) -> Result<Clai
     Ok(claims)
 }
 
+/// The matched route's `max_body_bytes` (0: no route yet, or unlimited).
+fn max_body_bytes(ctx: &RequestCtx) -> u64 {
+    match (&ctx.snapshot, &ctx.route) {
+        (Some(s), Some(r)) => s.config.routes[r.id].max_body_bytes,
+        _ => 0,
+    }
+}
+
+/// `413 payload_too_large`, closing the connection (the rest of the body is
+/// not read).
+async fn send_payload_too_large(session: &mut Session, ctx: &RequestCtx, max: u64) -> Result<()> {
+    let msg = format!("the request body is larger than this route's limit of {max} bytes");
+    session.set_keepalive(None);
+    send_error(session, ctx, ErrorCode::PayloadTooLarge, &msg, &[]).await
+}
+
 /// Per-connection client limits, re-applied on every request: an idle
 /// keep-alive connection lives at most `client_idle_timeout` (whatever
 /// `Keep-Alive: timeout=` the client asks for), and pipelined HTTP/1.1
@@ -175,11 +191,7 @@ impl ProxyHttp for Gateway {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
             if declared.is_some_and(|n| n > max_body) {
-                let msg = format!(
-                    "the request body is larger than this route's limit of {max_body} bytes"
-                );
-                session.set_keepalive(None);
-                send_error(session, ctx, ErrorCode::PayloadTooLarge, &msg, &[]).await?;
+                send_payload_too_large(session, ctx, max_body).await?;
                 return Ok(true);
             }
         }
@@ -436,10 +448,7 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         ctx.body_bytes += chunk.len() as u64;
-        let max = match (&ctx.snapshot, &ctx.route) {
-            (Some(s), Some(r)) => s.config.routes[r.id].max_body_bytes,
-            _ => 0,
-        };
+        let max = max_body_bytes(ctx);
         if max > 0 && ctx.body_bytes > max {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(413),
@@ -566,14 +575,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         if *e.etype() == ErrorType::HTTPStatus(413) && session.response_written().is_none() {
-            session.set_keepalive(None);
-            let max = match (&ctx.snapshot, &ctx.route) {
-                (Some(s), Some(r)) => s.config.routes[r.id].max_body_bytes,
-                _ => 0,
-            };
-            let msg = format!("the request body is larger than this route's limit of {max} bytes");
-            if let Err(err) = send_error(session, ctx, ErrorCode::PayloadTooLarge, &msg, &[]).await
-            {
+            if let Err(err) = send_payload_too_large(session, ctx, max_body_bytes(ctx)).await {
                 tracing::debug!("413 not sent: {err}");
             }
             return FailToProxy {
