@@ -58,38 +58,16 @@ pub fn unique_prefix(test: &str) -> String {
 /// service "echo" with instances `a` in A and `b` in B; then `routes`.
 /// `routing_extra` goes into `[routing]`.
 pub fn fleet_doc(a: &[SocketAddr], b: &[SocketAddr], routing_extra: &str, routes: &str) -> String {
-    format!(
-        r#"
-[routing]
+    let routing = format!(
+        r#"[routing]
 epoch = 1
 key = ["header:x-user-id"]
 signing_keys = {{ k1 = "fleet-signing-key" }}
 active_key = "k1"
-{routing_extra}
-
-[[units]]
-name = "A"
-slots = ["0-4999"]
-failover = ["B"]
-
-[[units]]
-name = "B"
-slots = ["5000-9999"]
-failover = ["A"]
-
-[[services]]
-name = "echo"
-connect_timeout_ms = 200
-read_timeout_ms = 2000
-[services.instances]
-A = [{}]
-B = [{}]
-
-{routes}
-"#,
-        instance_list(a),
-        instance_list(b)
-    )
+{routing_extra}"#
+    );
+    let instances = format!("A = [{}]\nB = [{}]", instance_list(a), instance_list(b));
+    crate::two_units_fleet(&routing, &instances, "", routes)
 }
 
 /// A gateway's local file in etcd mode (`{listen}`/`{admin}` left for

@@ -225,6 +225,17 @@ impl GatewayProc {
             .bearer_auth("test-token")
     }
 
+    /// An admin API call with a JSON body and the test token; panics on
+    /// transport errors.
+    pub async fn admin_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Reply {
+        self.send(self.admin(method, path).json(body)).await
+    }
+
     /// The Prometheus exposition from `/metrics`.
     pub async fn metrics(&self) -> String {
         self.send(self.client.get(self.admin_url("/metrics")))
@@ -374,13 +385,9 @@ pub fn instance_list(addrs: &[SocketAddr]) -> String {
         .join(", ")
 }
 
-/// The test topology as config text: this gateway in unit A; A owns slots
-/// 0-4999 and fails over to B, B owns 5000-9999 and fails over to A; the
-/// admin API with token `test-token`; one service "echo" whose
-/// `[services.instances]` body is `instances`. `gateway_extra` goes into
-/// `[gateway]`, `routing` is a whole `[routing]` table (or empty),
-/// `service_extra` follows the instances (health, outlier, breaker tables),
-/// then `routes`.
+/// The test topology as config text: this gateway in unit A (with the
+/// admin API, token `test-token`) and [`two_units_fleet`]'s sections.
+/// `gateway_extra` goes into `[gateway]`.
 pub fn two_units_config(
     gateway_extra: &str,
     routing: &str,
@@ -399,7 +406,24 @@ threads = 1
 [admin]
 listen = "{{admin}}"
 token = "test-token"
+{}"#,
+        two_units_fleet(routing, instances, service_extra, routes)
+    )
+}
 
+/// The fleet-wide sections of the test topology: A owns slots 0-4999 and
+/// fails over to B, B owns 5000-9999 and fails over to A; one service "echo"
+/// whose `[services.instances]` body is `instances`. `routing` is a whole
+/// `[routing]` table (or empty), `service_extra` follows the instances
+/// (health, outlier, breaker tables), then `routes`.
+pub fn two_units_fleet(
+    routing: &str,
+    instances: &str,
+    service_extra: &str,
+    routes: &str,
+) -> String {
+    format!(
+        r#"
 {routing}
 
 [[units]]

@@ -91,10 +91,10 @@ async fn a_change_on_one_gateway_is_served_by_all_within_a_second_and_cas_holds_
     // A route replaced through gateway 2 is served by all three within 1 s.
     let since = Instant::now();
     let r = f.gws[1]
-        .send(
-            f.gws[1]
-                .admin(Method::PUT, "/admin/v1/routes/flip")
-                .json(&route("flip", "/flip", "unit:B")),
+        .admin_send(
+            Method::PUT,
+            "/admin/v1/routes/flip",
+            &route("flip", "/flip", "unit:B"),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -106,10 +106,10 @@ async fn a_change_on_one_gateway_is_served_by_all_within_a_second_and_cas_holds_
     // A unit drained through gateway 3: A's users cross to B everywhere within 1 s.
     let since = Instant::now();
     let r = f.gws[2]
-        .send(
-            f.gws[2]
-                .admin(Method::PUT, "/admin/v1/units/A")
-                .json(&json!({"state": "draining"})),
+        .admin_send(
+            Method::PUT,
+            "/admin/v1/units/A",
+            &json!({"state": "draining"}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -128,10 +128,10 @@ async fn a_change_on_one_gateway_is_served_by_all_within_a_second_and_cas_holds_
         .expect("ETag on a route")
         .to_owned();
     let r = f.gws[1]
-        .send(
-            f.gws[1]
-                .admin(Method::PUT, "/admin/v1/units/A")
-                .json(&json!({"state": "active"})),
+        .admin_send(
+            Method::PUT,
+            "/admin/v1/units/A",
+            &json!({"state": "active"}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -174,10 +174,7 @@ async fn a_change_on_one_gateway_is_served_by_all_within_a_second_and_cas_holds_
     let results = join_all((0..20).map(|i| {
         let gw = &f.gws[i % 3];
         let body = route(&format!("r{i}"), &format!("/r{i}"), "unit:B");
-        async move {
-            gw.send(gw.admin(Method::POST, "/admin/v1/routes").json(&body))
-                .await
-        }
+        async move { gw.admin_send(Method::POST, "/admin/v1/routes", &body).await }
     }))
     .await;
     for (i, r) in results.iter().enumerate() {
@@ -253,9 +250,10 @@ async fn a_change_on_one_gateway_is_served_by_all_within_a_second_and_cas_holds_
 async fn start_migration(f: &Fleet, via: usize, confirm: Value) -> String {
     let gw = &f.gws[via];
     let r = gw
-        .send(
-            gw.admin(Method::POST, "/admin/v1/migrations")
-                .json(&json!({"slots": ["0-99"], "to": "B", "confirm": confirm})),
+        .admin_send(
+            Method::POST,
+            "/admin/v1/migrations",
+            &json!({"slots": ["0-99"], "to": "B", "confirm": confirm}),
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
@@ -572,10 +570,10 @@ async fn losing_etcd_costs_no_request_refuses_mutations_and_heals_without_restar
     let mut etcd = EtcdProc::start();
     let mut s = setup(vec![etcd.endpoint()], &format!("{SHARDED_ROUTE}{BEFORE}")).await;
     let r = s.fleet.gws[0]
-        .send(
-            s.fleet.gws[0]
-                .admin(Method::POST, "/admin/v1/routes")
-                .json(&route("added", "/added", "unit:B")),
+        .admin_send(
+            Method::POST,
+            "/admin/v1/routes",
+            &route("added", "/added", "unit:B"),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -611,10 +609,10 @@ async fn losing_etcd_costs_no_request_refuses_mutations_and_heals_without_restar
     let f = &s.fleet;
     let since = Instant::now();
     let r = f.gws[0]
-        .send(
-            f.gws[0]
-                .admin(Method::POST, "/admin/v1/routes")
-                .json(&route("during", "/during", "unit:B")),
+        .admin_send(
+            Method::POST,
+            "/admin/v1/routes",
+            &route("during", "/during", "unit:B"),
         )
         .await;
     assert_eq!(
@@ -629,10 +627,10 @@ async fn losing_etcd_costs_no_request_refuses_mutations_and_heals_without_restar
         since.elapsed()
     );
     let r = f.gws[2]
-        .send(
-            f.gws[2]
-                .admin(Method::PUT, "/admin/v1/units/A")
-                .json(&json!({"state": "draining"})),
+        .admin_send(
+            Method::PUT,
+            "/admin/v1/units/A",
+            &json!({"state": "draining"}),
         )
         .await;
     assert_eq!(
@@ -720,11 +718,11 @@ async fn one_member_of_a_three_member_etcd_lost_changes_nothing() {
 
     for (i, gw) in f.gws.iter().enumerate() {
         let r = gw
-            .send(gw.admin(Method::POST, "/admin/v1/routes").json(&route(
-                &format!("c{i}"),
-                &format!("/c{i}"),
-                "unit:B",
-            )))
+            .admin_send(
+                Method::POST,
+                "/admin/v1/routes",
+                &route(&format!("c{i}"), &format!("/c{i}"), "unit:B"),
+            )
             .await;
         assert_eq!(
             r.status, 201,
@@ -946,11 +944,11 @@ async fn a_hundred_changes_each_reach_every_gateway_within_a_second() {
         let via = &f.gws[k % 3];
         let since = Instant::now();
         let r = via
-            .send(via.admin(Method::PUT, "/admin/v1/routes/flip").json(&route(
-                "flip",
-                "/flip",
-                &format!("unit:{unit}"),
-            )))
+            .admin_send(
+                Method::PUT,
+                "/admin/v1/routes/flip",
+                &route("flip", "/flip", &format!("unit:{unit}")),
+            )
             .await;
         assert_eq!(r.status, 200, "change {k}: {}", r.body);
         let each = join_all(f.gws.iter().map(|gw| async move {
