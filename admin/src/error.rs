@@ -1,5 +1,5 @@
 //! One error type for the admin API, in the data plane's JSON shape:
-//! `{"error":"<code>","message":"<text>","request_id":""}`, plus `errors`
+//! `{"error":"<code>","message":"<text>","request_id":"<id>"}`, plus `errors`
 //! (every validation error with its path) on 400s from validation.
 
 use axum::http::StatusCode;
@@ -104,10 +104,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let request_id = crate::envelope::request_id();
         let body = ErrorBody {
             error: self.code,
             message: &self.message,
-            request_id: "",
+            request_id: &request_id,
             errors: &self.errors,
         };
         (self.status, Json(body)).into_response()

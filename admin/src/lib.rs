@@ -7,11 +7,12 @@
 //! and knows nothing of pingora or of how the gateway stores its state.
 
 mod api;
+mod envelope;
 mod error;
 
 pub use error::ApiError;
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -113,8 +114,13 @@ pub fn router(token: &str, handle: Arc<dyn GatewayHandle>) -> Router {
         .route("/metrics", get(api::metrics))
         .nest("/admin/v1", v1)
         .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(envelope::wrap))
         .with_state(state)
 }
+
+/// Largest admin request body: a whole config fits many times over.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Serves the admin API on `listener` until `shutdown` completes.
 pub async fn serve(

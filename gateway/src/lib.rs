@@ -10,6 +10,7 @@ pub mod clock;
 pub mod control;
 pub mod demo;
 pub mod echo;
+pub mod edge;
 pub mod fleet;
 pub mod health;
 pub mod limits;

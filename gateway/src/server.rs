@@ -7,6 +7,7 @@
 //! whole grace period; the drain watcher below ends it early.
 
 use crate::control::{ChangeError, ControlPlane, Source};
+use crate::edge::Edge;
 use crate::fleet::migration::{MigrationDriver, MigrationError, Migrations};
 use crate::fleet::sync::FleetSync;
 use crate::health::{HealthService, HealthSupervisor};
@@ -18,7 +19,6 @@ use crate::watch::ReloadService;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
-use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -113,10 +113,14 @@ pub fn run_with(
 
     let mut options = HttpServerOptions::default();
     options.h2c = true;
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Gateway::new(snapshot.clone()))
-        .name("unitgate")
-        .server_options(options)
-        .build();
+    let mut gateway =
+        pingora::proxy::http_proxy(&server.configuration, Gateway::new(snapshot.clone()));
+    gateway.server_options = Some(options);
+    let edge = Edge {
+        proxy: Arc::new(gateway),
+        snapshot: snapshot.clone(),
+    };
+    let mut proxy = pingora::services::listening::Service::new("unitgate".into(), edge);
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
     }
@@ -151,9 +155,33 @@ pub fn run_with(
         .spawn(move || drain_watcher(phases, grace))
         .map_err(|e| StartError::Server(e.to_string()))?;
 
+    raise_open_files_limit();
     tracing::info!(listen = ?listen, "unitgate running");
     server.run(RunArgs::default());
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit (as nginx's
+/// `worker_rlimit_nofile` lets you): every client and upstream connection
+/// is a descriptor, and the usual soft default of 1024 is a few hundred
+/// idle clients. Says in the log what the limit is.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= hard {
+        tracing::info!(open_files = soft, "open files limit");
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => tracing::info!(open_files = hard, raised_from = soft, "open files limit"),
+        Err(e) => tracing::warn!(
+            open_files = soft,
+            hard,
+            "cannot raise the open files limit: {e}"
+        ),
+    }
 }
 
 /// Binds `addr` without listening (as pingora will, with SO_REUSEADDR) and

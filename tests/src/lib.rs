@@ -141,6 +141,20 @@ impl GatewayProc {
 
     /// Starts with extra environment and extra arguments after `run -c FILE`.
     pub async fn start_with(config: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::start_full(config, env, args, &[]).await
+    }
+
+    /// Starts with `files` (name, content) written beside the config first.
+    pub async fn start_with_files(config: &str, files: &[(&str, &str)]) -> Self {
+        Self::start_full(config, &[], &[], files).await
+    }
+
+    async fn start_full(
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        files: &[(&str, &str)],
+    ) -> Self {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let text = config
@@ -149,6 +163,9 @@ impl GatewayProc {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("unitgate.toml");
         std::fs::write(&config_path, text).expect("write config");
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).expect("write file");
+        }
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -204,6 +221,21 @@ impl GatewayProc {
         self.kill();
         self.child = spawn(&self.config_path, self.dir.path(), &self.env, &self.args);
         self.wait_listening().await;
+    }
+
+    /// Waits until the config file watch is set up (it starts after the
+    /// listener): a change written before it would go unseen.
+    pub async fn wait_watching(&self) {
+        eventually(
+            "the config watch is up",
+            Duration::from_secs(10),
+            || async {
+                self.stderr()
+                    .contains("watching the config file")
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     pub fn stderr(&self) -> String {

@@ -39,6 +39,7 @@ fn text(a: &EchoServer, b: &EchoServer, service_extra: &str, routes: &str) -> St
 async fn start(service_extra: &str) -> Fixture {
     let (a, b) = (backend("A", "a1").await, backend("B", "b1").await);
     let gw = GatewayProc::start(&text(&a, &b, service_extra, ROUTES)).await;
+    gw.wait_watching().await;
     Fixture { gw, a, b }
 }
 
@@ -103,6 +104,127 @@ async fn file_change_is_picked_up_and_a_broken_file_changes_nothing() {
         metric(&m, "unitgate_config_reloads_total{result=\"ok\"}"),
         Some(1.0)
     );
+}
+
+/// The reload counters, (ok, error).
+async fn reload_counts(gw: &GatewayProc) -> (f64, f64) {
+    let m = gw.metrics().await;
+    let get = |r: &str| {
+        metric(
+            &m,
+            &format!("unitgate_config_reloads_total{{result=\"{r}\"}}"),
+        )
+    };
+    (get("ok").unwrap_or(0.0), get("error").unwrap_or(0.0))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_file_is_read_and_reported_once() {
+    let f = start("").await;
+    std::fs::write(&f.gw.config_path, "[gateway\nunit = ").expect("write");
+    eventually(
+        "the failed reload is counted",
+        Duration::from_secs(5),
+        || async { (reload_counts(&f.gw).await.1 >= 1.0).then_some(()) },
+    )
+    .await;
+    // Our own read of the file must not re-trigger the watch: over the next
+    // two seconds nothing is re-read, re-logged or re-counted.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(reload_counts(&f.gw).await, (0.0, 1.0));
+    let errors = f.gw.stderr().matches("config reload failed").count();
+    assert_eq!(errors, 1, "one ERROR line for one broken write");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_file_beside_the_config_does_not_delay_a_change() {
+    let f = start("").await;
+    let log = f.gw.dir.path().join("app.log");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&log).expect("log");
+            for i in 0..2000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let _ = writeln!(file, "line {i}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let started = Instant::now();
+    f.rewrite("", &extra_route("new", "/new"));
+    let mut applied = false;
+    while started.elapsed() < Duration::from_secs(3) && !applied {
+        applied = f.user("42", "/new/x").await.status == 200;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert!(applied, "not applied within 3 s:\n{}", f.gw.stderr());
+    assert_eq!(reload_counts(&f.gw).await, (1.0, 0.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_written_file_is_not_applied() {
+    use std::io::Write;
+    let f = start("").await;
+    let full = text(&f.a, &f.b, "", &extra_route("new", "/new"))
+        .replace("{listen}", &f.gw.listen.to_string())
+        .replace("{admin}", &f.gw.admin.to_string());
+    // Cut before the routes: still valid TOML, but with no route at all.
+    let cut = full.find("[[routes]]").expect("routes");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&f.gw.config_path)
+        .expect("open");
+    file.write_all(&full.as_bytes()[..cut]).expect("first half");
+    file.flush().expect("flush");
+    // A writer pausing longer than the quiet period, shorter than settling.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    file.write_all(&full.as_bytes()[cut..])
+        .expect("second half");
+    drop(file);
+    eventually(
+        "the whole file is applied",
+        Duration::from_secs(5),
+        || async { (f.user("42", "/new/x").await.status == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(f.user("42", "/orders/1").await.status, 200);
+    assert_eq!(
+        reload_counts(&f.gw).await,
+        (1.0, 0.0),
+        "the half-written file was never read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_fallback_body_file_is_reloaded() {
+    let (a, b) = (backend("A", "a1").await, backend("B", "b1").await);
+    let routes = format!(
+        "{ROUTES}\n[[routes]]\nname = \"dead\"\npath_prefix = \"/dead\"\nservice = \"gone\"\nplacement = \"unit:A\"\n[routes.fallback]\nstatus = 503\nbody_file = \"sorry.json\"\n"
+    );
+    let instances = format!("A = [\"{}\"]\nB = [\"{}\"]", a.addr, b.addr);
+    let dead = unitgate_tests::dead_addr();
+    let extra = format!(
+        "\n[[services]]\nname = \"gone\"\n[services.instances]\nA = [\"{dead}\"]\nB = [\"{dead}\"]\n"
+    );
+    let mut config = two_units_config("", ROUTING, &instances, "", &routes);
+    config.push_str(&extra);
+    let gw = GatewayProc::start_with_files(&config, &[("sorry.json", "{\"v\":1}")]).await;
+    gw.wait_watching().await;
+    let body = || async { gw.get_as("42", "/dead/x").await.body };
+    assert_eq!(body().await, "{\"v\":1}");
+    std::fs::write(gw.dir.path().join("sorry.json"), "{\"v\":2}").expect("write");
+    eventually("the new body is served", Duration::from_secs(5), || async {
+        (body().await == "{\"v\":2}").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -613,4 +735,78 @@ async fn access_log_is_one_json_object_per_request() {
     assert_eq!(line["client"], "127.0.0.1");
     assert!(line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0));
     assert!(line["timestamp"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_errors_carry_a_request_id_and_every_call_is_logged() {
+    let (a, b) = (backend("A", "a1").await, backend("B", "b1").await);
+    let gw =
+        GatewayProc::start_with_env(&text(&a, &b, "", ROUTES), &[("RUST_LOG", "info")]).await;
+    let f = Fixture { gw, a, b };
+    let c = unitgate_tests::client();
+    let r = f
+        .gw
+        .send(c.get(f.gw.admin_url("/admin/v1/status")).bearer_auth("wrong"))
+        .await;
+    assert_eq!(r.status, 401);
+    let id = r.json()["request_id"].as_str().unwrap_or("").to_owned();
+    assert!(!id.is_empty(), "{}", r.body);
+    assert_eq!(r.header("x-request-id"), Some(id.as_str()));
+
+    // The caller's id is kept.
+    let r = f
+        .gw
+        .send(
+            f.gw.admin(Method::GET, "/admin/v1/routes/nope")
+                .header("x-request-id", "op-1234"),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["request_id"], "op-1234");
+
+    // A body over the limit: the contract's JSON, not axum's text.
+    let big = vec![b' '; 3 * 1024 * 1024];
+    let r = f
+        .gw
+        .send(
+            f.gw.admin(Method::PUT, "/admin/v1/routes/orders")
+                .header("content-type", "application/json")
+                .body(big),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["error"], "payload_too_large");
+    assert!(!r.json()["request_id"].as_str().unwrap_or("").is_empty());
+
+    // Every admin call is in the access log, the 401 included.
+    let logged = |log: &str| {
+        let admin: Vec<&str> = log.lines().filter(|l| l.contains("admin=true")).collect();
+        admin.iter().any(|l| l.contains("status=401") && l.contains(&id))
+            && admin.iter().any(|l| l.contains("status=413"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut log = strip_ansi(&f.gw.stderr());
+    while !logged(&log) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        log = strip_ansi(&f.gw.stderr());
+    }
+    assert!(logged(&log), "admin calls missing from the access log:\n{log}");
+}
+
+/// The log without terminal colour codes (when stderr is a terminal).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -80,6 +80,7 @@ placement = "local"
 [jwt.main]
 algorithms = ["HS256"]
 secret = "{SECRET}"
+forward_claims = {{ sub = "x-user-id" }}
 "#
     );
     let gw = GatewayProc::start(&simple_config(&format!("A = [\"{}\"]", a.addr), &routes)).await;
@@ -296,4 +297,349 @@ max_body_bytes = 1000
     let r = raw(gw.listen, &req).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["body_bytes"], 1000);
+}
+
+fn served(b: &unitgate_tests::EchoServer) -> u64 {
+    b.state.served.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// An HS256 token for `sub`, signed with the hostile tests' secret.
+fn token(sub: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let enc = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 600;
+    let signing = format!(
+        "{}.{}",
+        enc(serde_json::json!({"alg": "HS256", "typ": "JWT"})),
+        enc(serde_json::json!({"sub": sub, "exp": exp}))
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(signing.as_bytes());
+    format!(
+        "{signing}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// Writes `request` on a keep-alive connection (no `Connection: close`) and
+/// returns the reply and whether the gateway then closed the connection.
+async fn raw_then_closed(addr: SocketAddr, request: &str) -> (RawReply, bool) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    (RawReply::parse(&buf), read.is_ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ambiguous_framing_is_refused_with_400_and_a_close() {
+    let (gw, backend) = start().await;
+    let head = "POST /public/x HTTP/1.1\r\nHost: gw.test\r\n";
+    let cases = [
+        (
+            "Content-Length and Transfer-Encoding",
+            format!("{head}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ),
+        (
+            "Transfer-Encoding and Content-Length",
+            format!("{head}Transfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n"),
+        ),
+        (
+            "a coding before chunked",
+            format!("{head}Transfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n"),
+        ),
+        (
+            "two Transfer-Encoding fields",
+            format!(
+                "{head}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "differing Content-Lengths",
+            format!("{head}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+        ),
+        (
+            "no Host",
+            "GET /public/x HTTP/1.1\r\nUser-Agent: t\r\n\r\n".to_owned(),
+        ),
+    ];
+    for (what, req) in &cases {
+        let (r, closed) = raw_then_closed(gw.listen, req).await;
+        assert_eq!(r.status, 400, "{what}: {r:?}");
+        assert!(closed, "{what}: the connection is closed after the 400");
+    }
+    assert_eq!(
+        served(&backend),
+        0,
+        "no ambiguous request reached the backend"
+    );
+
+    // Equal lengths, once or as a list, are one length (RFC 9110 8.6).
+    let (r, _) = raw_then_closed(
+        gw.listen,
+        &format!("{head}Content-Length: 5, 5\r\nConnection: close\r\n\r\nhello"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["body_bytes"], 5);
+    assert_eq!(r.json()["headers"]["content-length"], "5");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_chunks_get_400_and_a_close() {
+    let (gw, _backend) = start().await;
+    let head = "POST /public/x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (what, body) in [
+        ("a size that is not hex", "zz\r\nhello\r\n0\r\n\r\n"),
+        ("a negative size", "-1\r\nhello\r\n0\r\n\r\n"),
+        (
+            "a size over 2^64",
+            "10000000000000005\r\nhello\r\n0\r\n\r\n",
+        ),
+        ("no CRLF after the data", "5\r\nhelloXX0\r\n\r\n"),
+    ] {
+        let (r, closed) = raw_then_closed(gw.listen, &format!("{head}{body}")).await;
+        assert_eq!(r.status, 400, "{what}: {r:?}");
+        assert_eq!(r.json()["error"], "bad_request", "{what}");
+        assert!(closed, "{what}: the connection is closed");
+    }
+    // The gateway still serves.
+    let r = raw(gw.listen, &get("/public/after")).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_nominations_never_remove_what_the_gateway_sets() {
+    let (gw, backend) = start().await;
+    // Nominating the forwarding headers or Host: ignored, and answered.
+    for nominated in ["x-forwarded-for", "host", "X-Forwarded-For, keep-alive"] {
+        let req =
+            format!("GET /public/x HTTP/1.1\r\nHost: gw.test\r\nConnection: {nominated}\r\n\r\n");
+        let replies = {
+            let mut s = tokio::net::TcpStream::connect(gw.listen)
+                .await
+                .expect("connect");
+            s.write_all(req.as_bytes()).await.expect("write");
+            read_responses(&mut s, 1).await
+        };
+        let r = replies
+            .first()
+            .unwrap_or_else(|| panic!("{nominated}: no response"));
+        assert_eq!(r.status, 200, "{nominated}: {r:?}");
+        let h = &r.json()["headers"];
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{nominated}: {h}");
+        assert_eq!(h["host"], "gw.test", "{nominated}");
+    }
+    // A claim header the gateway sets survives its nomination, and a forged
+    // one never reaches the backend.
+    let req = format!(
+        "GET /api/admin/x HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Bearer {}\r\nX-User-Id: forged\r\nConnection: close, x-user-id\r\n\r\n",
+        token("alice")
+    );
+    let r = raw(gw.listen, &req).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["headers"]["x-user-id"], "alice");
+    // Other nominated fields are hop-by-hop: gone before the backend.
+    let req = "GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-Hop: secret\r\nConnection: close, X-Hop\r\n\r\n";
+    let r = raw(gw.listen, req).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.json()["headers"].get("x-hop").is_none(), "{r:?}");
+    // A nominated Authorization is removed before authentication, so what
+    // was authorised is what the backend sees: here, nothing.
+    let req = format!(
+        "GET /api/admin/x HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Bearer {}\r\nConnection: close, authorization\r\n\r\n",
+        token("alice")
+    );
+    let r = raw(gw.listen, &req).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(served(&backend), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_heads_over_max_header_bytes_get_431() {
+    let a = backend("A", "a1").await;
+    let config = unitgate_tests::two_units_config(
+        "max_header_bytes = 8192",
+        "",
+        &format!("A = [\"{}\"]", a.addr),
+        "",
+        unitgate_tests::LOCAL_ROUTE,
+    );
+    let gw = GatewayProc::start(&config).await;
+    let big = "v".repeat(10_000);
+    let req = format!("GET /x HTTP/1.1\r\nHost: gw.test\r\nX-Big: {big}\r\n\r\n");
+    let (r, closed) = raw_then_closed(gw.listen, &req).await;
+    assert_eq!(r.status, 431, "{r:?}");
+    assert_eq!(r.json()["error"], "header_too_large");
+    assert!(closed);
+    assert_eq!(served(&a), 0);
+    let r = raw(gw.listen, &get("/x")).await;
+    assert_eq!(r.status, 200, "a small head is served");
+}
+
+/// A gateway with a one-second `client_header_timeout_ms`.
+async fn start_with_header_timeout() -> (GatewayProc, unitgate_tests::EchoServer) {
+    let a = backend("A", "a1").await;
+    let config = unitgate_tests::two_units_config(
+        "client_header_timeout_ms = 1000",
+        "",
+        &format!("A = [\"{}\"]", a.addr),
+        "",
+        unitgate_tests::LOCAL_ROUTE,
+    );
+    (GatewayProc::start(&config).await, a)
+}
+
+/// Trickles `head` one byte per `gap` until the gateway closes the
+/// connection; returns how long it stayed open (at most `limit`).
+async fn trickle(addr: SocketAddr, head: &[u8], gap: Duration, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut sink = [0u8; 1024];
+    for byte in head.iter().cycle() {
+        if started.elapsed() > limit {
+            break;
+        }
+        if s.write_all(std::slice::from_ref(byte)).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(gap, s.read(&mut sink)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            _ => {}
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickled_or_silent_head_is_cut_at_the_header_timeout() {
+    let (gw, backend) = start_with_header_timeout().await;
+    let limit = Duration::from_secs(8);
+    let open = trickle(
+        gw.listen,
+        b"GET /x HTTP/1.1\r\nHost: gw.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        Duration::from_millis(100),
+        limit,
+    )
+    .await;
+    assert!(
+        open >= Duration::from_millis(900) && open < Duration::from_secs(4),
+        "a trickled head was cut after {open:?}, expected about 1 s"
+    );
+    // A connection that never sends a byte.
+    let started = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(gw.listen)
+        .await
+        .expect("connect");
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(limit, s.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a silent connection stayed open {limit:?}");
+    let open = started.elapsed();
+    assert!(
+        open >= Duration::from_millis(900) && open < Duration::from_secs(4),
+        "a silent connection was closed after {open:?}"
+    );
+    assert_eq!(served(&backend), 0);
+    let errors = gw
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    assert!(
+        errors.is_empty(),
+        "a client's timeout is not an ERROR: {errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keepalive_gaps_and_slow_bodies_do_not_count_against_the_header_timeout() {
+    let (gw, backend) = start_with_header_timeout().await;
+    let mut s = tokio::net::TcpStream::connect(gw.listen)
+        .await
+        .expect("connect");
+    let req = "GET /x HTTP/1.1\r\nHost: gw.test\r\n\r\n";
+    s.write_all(req.as_bytes()).await.expect("write");
+    assert_eq!(read_responses(&mut s, 1).await.len(), 1);
+    // Idle for longer than the header timeout, then the next request.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(req.as_bytes()).await.expect("write");
+    let replies = read_responses(&mut s, 1).await;
+    assert_eq!(replies.first().map(|r| r.status), Some(200), "{replies:?}");
+    // A body that takes longer than the header timeout to arrive.
+    s.write_all(b"POST /x HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 6\r\n\r\n")
+        .await
+        .expect("write");
+    for b in b"abcdef" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(std::slice::from_ref(b)).await.expect("write");
+    }
+    let replies = read_responses(&mut s, 1).await;
+    assert_eq!(replies.first().map(|r| r.status), Some(200), "{replies:?}");
+    assert_eq!(replies[0].json()["body_bytes"], 6);
+    assert_eq!(served(&backend), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_with_500_connections_leaves_normal_requests_fast() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < 2048 {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(4096), hard);
+        }
+    }
+    let (gw, _backend) = start_with_header_timeout().await;
+    // 500 connections each holding half a head, topped up every 200 ms.
+    let mut slow = Vec::new();
+    for _ in 0..500 {
+        let mut s = tokio::net::TcpStream::connect(gw.listen)
+            .await
+            .expect("connect");
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: gw.test\r\n")
+            .await
+            .expect("write");
+        slow.push(s);
+    }
+    let feeder = tokio::spawn(async move {
+        let mut open = slow.len();
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            open = 0;
+            for s in &mut slow {
+                if s.write_all(b"X-A: b\r\n").await.is_ok() {
+                    open += 1;
+                }
+            }
+        }
+        open
+    });
+    let c = unitgate_tests::client();
+    let mut latencies = Vec::new();
+    for i in 0..50 {
+        let started = std::time::Instant::now();
+        let r = c
+            .get(gw.url(&format!("/normal/{i}")))
+            .send()
+            .await
+            .expect("a normal request is answered");
+        assert_eq!(r.status(), 200);
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    assert!(
+        p99 < Duration::from_millis(500),
+        "p99 {p99:?} under slowloris"
+    );
+    let still_open = feeder.await.expect("feeder");
+    assert!(
+        still_open < 50,
+        "{still_open} of 500 slow connections still open after 3 s; the header timeout is 1 s"
+    );
 }

@@ -71,6 +71,9 @@ struct Applied {
     rejected_revision: Option<i64>,
     /// sha256 of the config file as we last read or wrote it.
     file_hash: Option<[u8; 32]>,
+    /// sha256 of file content that failed to load: the watcher does not
+    /// retry (or log, or count) the same broken content twice.
+    failed_hash: Option<[u8; 32]>,
     last_reload: Option<ReloadReport>,
 }
 
@@ -158,6 +161,12 @@ impl ControlPlane {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        if let Some(p) = &path {
+            remove_stale_temp_files(p);
+        }
+        if let Source::Etcd(src) = &source {
+            remove_stale_temp_files(&src.cache_file);
+        }
         let file_hash = path
             .as_deref()
             .and_then(|p| std::fs::read(p).ok())
@@ -173,6 +182,7 @@ impl ControlPlane {
                 revision,
                 rejected_revision: None,
                 file_hash,
+                failed_hash: None,
                 last_reload: None,
             }),
             source,
@@ -211,11 +221,30 @@ impl ControlPlane {
     /// write) is a no-op returning `Ok(false)`. Invalid content changes
     /// nothing: the errors are logged, counted and kept for `/status`.
     pub fn reload_from_file(&self, source: &'static str) -> Result<bool, Vec<String>> {
+        self.reload(source, false)
+    }
+
+    /// A reload for the file watcher: content already applied, or already
+    /// refused, is a silent no-op, so one change is applied (or reported)
+    /// once. `referenced` means a file the config names (a key, a body file)
+    /// changed: the snapshot is rebuilt even when the config itself did not.
+    pub fn reload_from_watch(&self, referenced: bool) -> Result<bool, Vec<String>> {
+        self.reload("watch", referenced)
+    }
+
+    /// SIGHUP: re-reads the config and every file it names, rebuilding the
+    /// snapshot even when the config text is unchanged (as nginx does).
+    pub fn reload_everything(&self, source: &'static str) -> Result<bool, Vec<String>> {
+        self.reload(source, true)
+    }
+
+    fn reload(&self, source: &'static str, rebuild: bool) -> Result<bool, Vec<String>> {
         let Some(path) = self.path.clone() else {
             return Err(vec![
                 "this gateway runs an embedded config: no file to reload".into(),
             ]);
         };
+        let watch = source == "watch";
         let mut a = self.lock();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -225,7 +254,7 @@ impl ControlPlane {
             }
         };
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
-        if a.file_hash == Some(hash) && source == "watch" {
+        if watch && !rebuild && (a.file_hash == Some(hash) || a.failed_hash == Some(hash)) {
             return Ok(false);
         }
         let text = String::from_utf8_lossy(&bytes);
@@ -235,10 +264,14 @@ impl ControlPlane {
         };
         let config = match parsed {
             Ok(c) => c,
-            Err(errors) => return Err(self.record_failure(&mut a, source, lines(&errors))),
+            Err(errors) => {
+                a.failed_hash = Some(hash);
+                return Err(self.record_failure(&mut a, source, lines(&errors)));
+            }
         };
-        a.file_hash = Some(hash);
-        if config.raw == a.raw {
+        if config.raw == a.raw && !rebuild {
+            a.file_hash = Some(hash);
+            a.failed_hash = None;
             self.reloads_ok.fetch_add(1, Ordering::Relaxed);
             a.last_reload = Some(self.report(source, "ok", vec![], vec![]));
             return Ok(false);
@@ -247,11 +280,16 @@ impl ControlPlane {
         let raw = config.raw.clone();
         let next = match self.build(config) {
             Ok(n) => n,
-            Err(errors) => return Err(self.record_failure(&mut a, source, errors)),
+            Err(errors) => {
+                a.failed_hash = Some(hash);
+                return Err(self.record_failure(&mut a, source, errors));
+            }
         };
         if !restart.is_empty() {
             tracing::warn!(keys = ?restart, "config change needs a restart to take effect; the rest is applied");
         }
+        a.file_hash = Some(hash);
+        a.failed_hash = None;
         a.raw = raw;
         a.etag = etag_for(&self.source, &a.raw);
         self.swap(next);
@@ -259,6 +297,26 @@ impl ControlPlane {
         a.last_reload = Some(self.report(source, "ok", vec![], restart));
         tracing::info!(source, etag = %a.etag, "config reloaded");
         Ok(true)
+    }
+
+    /// The files the running config reads besides itself (JWT keys, fallback
+    /// bodies), as the watcher must see them: a change to one is a reload.
+    pub fn referenced_files(&self) -> Vec<PathBuf> {
+        let a = self.lock();
+        let jwt = a
+            .raw
+            .jwt
+            .values()
+            .flat_map(|j| [j.public_key_file.as_deref(), j.jwks_file.as_deref()]);
+        let bodies = a
+            .raw
+            .routes
+            .iter()
+            .map(|r| r.fallback.as_ref().and_then(|f| f.body_file.as_deref()));
+        jwt.chain(bodies)
+            .flatten()
+            .map(|f| self.base_dir.join(f))
+            .collect()
     }
 
     fn report(
@@ -357,9 +415,7 @@ impl ControlPlane {
     }
 }
 
-/// Temp file beside `path`, fsync, rename over `path`, fsync the directory:
-/// a crash leaves either the old file or the new one, never half of one.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn temp_prefix(path: &Path) -> (PathBuf, String) {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -368,13 +424,48 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "config".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    (dir.to_path_buf(), format!(".{name}.tmp-"))
+}
+
+/// Removes temp files of [`write_atomically`] left beside `path` by a
+/// process that died mid-write (kill -9): their writer no longer exists.
+pub(crate) fn remove_stale_temp_files(path: &Path) {
+    let (dir, prefix) = temp_prefix(path);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().is_ok_and(|pid| {
+            pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if !alive {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a temp file left by an interrupted write")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), "cannot remove a stale temp file: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// Temp file beside `path`, fsync, rename over `path`, fsync the directory:
+/// a crash leaves either the old file or the new one, never half of one.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let (dir, prefix) = temp_prefix(path);
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::File::open(&dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

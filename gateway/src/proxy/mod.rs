@@ -9,6 +9,7 @@
 
 pub mod ctx;
 pub mod forward;
+mod framing;
 pub mod normalize;
 pub mod request;
 pub mod respond;
@@ -128,6 +129,16 @@ fn normalize_path(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Str
     Ok(())
 }
 
+/// The client's body could not be parsed (a broken chunk): the client's
+/// fault, answered 400 like nginx and haproxy do.
+fn bad_request_body(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ErrorType::InvalidHTTPHeader | ErrorType::Custom("InvalidChunk")
+        )
+}
+
 fn is_read_method(req: &RequestHeader) -> bool {
     use http::Method;
     matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS)
@@ -144,6 +155,7 @@ impl ProxyHttp for Gateway {
     /// Steps 1-7 of the request path. `Ok(true)` means a response was written
     /// (404, 405, write_forbidden, overloaded) and proxying stops.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        crate::edge::head_complete(session.stream());
         let snap = self.snapshot.load_full();
         ctx.request_id = request::request_id(session.req_header());
         client_connection(session, &snap.config.gateway);
@@ -152,7 +164,31 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
 
-        // 0. normalise the path: matching, auth and the backend see one path.
+        // 0. framing and hop-by-hop nominations, on the request as sent.
+        if !session.is_http2() {
+            let raw = || session.as_http1().map(|h1| h1.get_headers_raw_bytes());
+            let framed = framing::check(session.req_header(), raw)
+                .and_then(|()| framing::collapse_content_length(session.req_header_mut()));
+            if let Err(msg) = framed {
+                session.set_keepalive(None);
+                send_error(session, ctx, ErrorCode::BadRequest, msg, &[]).await?;
+                return Ok(true);
+            }
+            framing::strip_nominated(session.req_header_mut());
+            // pingora reads heads up to 1 MiB; the configured limit is ours.
+            let max = snap.config.gateway.max_header_bytes;
+            let size = session
+                .as_http1()
+                .map_or(0, |h1| h1.get_headers_raw_bytes().len());
+            if max > 0 && size > max {
+                session.set_keepalive(None);
+                let msg = format!("request head of {size} bytes is over the limit of {max}");
+                send_error(session, ctx, ErrorCode::HeaderTooLarge, &msg, &[]).await?;
+                return Ok(true);
+            }
+        }
+
+        // 0b. normalise the path: matching, auth and the backend see one path.
         if let Err(e) = normalize_path(session, ctx) {
             let msg = e.to_string();
             session.set_keepalive(None);
@@ -583,6 +619,19 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
+        if bad_request_body(e) {
+            if session.response_written().is_none() {
+                session.set_keepalive(None);
+                let msg = format!("unreadable request body: {}", e.etype().as_str());
+                if let Err(err) = send_error(session, ctx, ErrorCode::BadRequest, &msg, &[]).await {
+                    tracing::debug!("400 not sent: {err}");
+                }
+            }
+            return FailToProxy {
+                error_code: 400,
+                can_reuse_downstream: false,
+            };
+        }
         let last = ctx.attempts.last_failure;
         let degraded = match e.etype() {
             t if *t == upstream::NO_INSTANCE => Some(match last {
@@ -643,6 +692,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        crate::edge::request_done(session.stream());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let (Some(snap), Some(rc)) = (&ctx.snapshot, &ctx.route) {
             snap.routes[rc.id].counters.requests.record(

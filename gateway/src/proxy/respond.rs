@@ -13,6 +13,7 @@ use unitgate_plugins::fallback::{FallbackResponse, Reason};
 pub enum ErrorCode {
     BadRequest,
     PayloadTooLarge,
+    HeaderTooLarge,
     NoRoute,
     MethodNotAllowed,
     Unauthorized,
@@ -28,6 +29,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::HeaderTooLarge => 431,
             ErrorCode::NoRoute => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unauthorized => 401,
@@ -43,6 +45,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::HeaderTooLarge => "header_too_large",
             ErrorCode::NoRoute => "no_route",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unauthorized => "unauthorized",

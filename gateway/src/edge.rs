@@ -1,0 +1,245 @@
+//! The client connection before pingora sees it: a whole-head deadline.
+//!
+//! pingora 0.9 times out each read of a request head, not the head as a
+//! whole, so a client trickling one byte a second holds a connection (and
+//! its buffer) for as long as it likes. [`Edge`] wraps every accepted stream
+//! in a [`HeadDeadline`]: from accept, and from the first byte after an idle
+//! keep-alive gap, the head must be complete within `client_header_timeout`
+//! or reads fail (the connection is closed, as nginx does). The proxy marks
+//! the head complete in its first filter ([`head_complete`]); the end of the
+//! request ([`request_done`]) makes the connection idle again, so keep-alive
+//! idleness (`client_idle_timeout`) and body uploads never count.
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::snapshot::SharedSnapshot;
+
+/// Waiting for a head: the deadline runs.
+const HEAD: u8 = 0;
+/// A head arrived; the request is being served.
+const SERVING: u8 = 1;
+/// Between requests: the deadline starts with the next byte.
+const IDLE: u8 = 2;
+
+pub struct HeadDeadline {
+    inner: Stream,
+    timeout: Duration,
+    phase: AtomicU8,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Nothing read yet: an HTTP/2 preface ends the deadline for good (HTTP/2
+    /// has its own idle handling and no per-request stream to mark).
+    first_read: bool,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+impl std::fmt::Debug for HeadDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadDeadline")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl HeadDeadline {
+    pub fn new(inner: Stream, timeout: Duration) -> Self {
+        HeadDeadline {
+            inner,
+            timeout,
+            phase: AtomicU8::new(HEAD),
+            timer: Some(Box::pin(tokio::time::sleep(timeout))),
+            first_read: true,
+        }
+    }
+
+    fn arm(&mut self) {
+        let at = Instant::now() + self.timeout;
+        match &mut self.timer {
+            Some(t) => t.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+}
+
+fn of(stream: Option<&Stream>) -> Option<&HeadDeadline> {
+    stream?.as_any().downcast_ref::<HeadDeadline>()
+}
+
+/// The request head is complete: stop its deadline.
+pub fn head_complete(stream: Option<&Stream>) {
+    if let Some(d) = of(stream) {
+        d.phase.store(SERVING, Ordering::Relaxed);
+    }
+}
+
+/// The request is finished: the next byte starts the next head's deadline.
+pub fn request_done(stream: Option<&Stream>) {
+    if let Some(d) = of(stream) {
+        d.phase.store(IDLE, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for HeadDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match this.phase.load(Ordering::Relaxed) {
+            SERVING => Pin::new(&mut this.inner).poll_read(cx, buf),
+            IDLE => {
+                let before = buf.filled().len();
+                let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+                if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                    this.phase.store(HEAD, Ordering::Relaxed);
+                    this.arm();
+                }
+                r
+            }
+            _ => {
+                let before = buf.filled().len();
+                if let Poll::Ready(r) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+                    if this.first_read && buf.filled().len() > before {
+                        this.first_read = false;
+                        if buf.filled()[before..].starts_with(H2_PREFACE) {
+                            this.phase.store(SERVING, Ordering::Relaxed);
+                            this.timer = None;
+                        }
+                    }
+                    return Poll::Ready(r);
+                }
+                let expired = this
+                    .timer
+                    .as_mut()
+                    .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+                if expired {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "client_header_timeout: the request head did not arrive in time",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for HeadDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeadDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadDeadline {}
+
+impl GetTimingDigest for HeadDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for HeadDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for HeadDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for HeadDeadline {
+    /// pingora peeks for an HTTP/2 preface before reading anything: a
+    /// client that sends nothing must meet the deadline here too.
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        let Some(deadline) = self.timer.as_ref().map(|t| t.deadline()) else {
+            return self.inner.try_peek(buf).await;
+        };
+        match tokio::time::timeout_at(deadline, self.inner.try_peek(buf)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client_header_timeout: nothing arrived in time",
+            )),
+        }
+    }
+}
+
+/// The data-plane app: pingora's proxy behind the head deadline.
+pub struct Edge<A> {
+    pub proxy: Arc<A>,
+    pub snapshot: SharedSnapshot,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let timeout = self.snapshot.load().config.gateway.client_header_timeout;
+        let stream: Stream = Box::new(HeadDeadline::new(stream, timeout));
+        self.proxy.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.cleanup().await
+    }
+}
