@@ -26,7 +26,10 @@ form-action 'none'; frame-ancestors 'none'";
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
+        .route(
+            "/ui/",
+            get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
         .route(
             "/ui/index.html",
             get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
@@ -79,7 +82,14 @@ mod tests {
             ("app.css", APP_CSS),
         ] {
             let text = text.replace("'http://www.w3.org/2000/svg'", "");
-            for bad in ["http://", "https://", "//cdn", "@import", "src=\"//", "href=\"//"] {
+            for bad in [
+                "http://",
+                "https://",
+                "//cdn",
+                "@import",
+                "src=\"//",
+                "href=\"//",
+            ] {
                 assert!(!text.contains(bad), "{name} contains {bad:?}");
             }
             for (at, _) in text.match_indices("url(") {
@@ -100,7 +110,9 @@ mod tests {
         let handler = INDEX_HTML.split(|c: char| c.is_whitespace()).any(|w| {
             w.strip_prefix("on")
                 .and_then(|rest| rest.split_once('='))
-                .is_some_and(|(name, _)| !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase()))
+                .is_some_and(|(name, _)| {
+                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase())
+                })
         });
         assert!(!handler, "inline event handler");
         let scripts: Vec<&str> = INDEX_HTML

@@ -245,9 +245,22 @@
     ]);
   }
 
-  function renderUnits(units, status) {
+  // unit -> [healthy, total] instances over every service, from /health.
+  function instanceCounts(health) {
+    const out = {};
+    ((health && health.services) || []).forEach((svc) => (svc.units || []).forEach((u) => {
+      const c = (out[u.unit] = out[u.unit] || [0, 0]);
+      (u.instances || []).forEach((i) => { c[1] += 1; if (i.healthy !== false && !i.ejected) c[0] += 1; });
+    }));
+    return out;
+  }
+
+  function renderUnits(units, status, health) {
     if (!Array.isArray(units)) { replace('units', h('p', { class: 'muted' }, 'no units')); return; }
     const mine = status && status.unit;
+    const counts = instanceCounts(health);
+    const known = ['name', 'state', 'failover', 'slots'];
+    const anyExtra = units.some((u) => extras(u, known));
     const rows = units.map((u) => {
       const state = u.state || 'active';
       const btn = (label, target, danger) => h('button', {
@@ -256,28 +269,37 @@
         disabled: state === target,
         'data-unit': u.name,
         'data-state': target,
-        onclick: () => setUnitState(u.name, target),
+        onclick: () => setUnitState(u, target),
       }, label);
       return h('tr', { 'data-unit': u.name },
         h('td', null, swatch(u.name), h('b', null, u.name), u.name === mine ? h('span', { class: 'muted' }, ' (this gateway)') : null),
         h('td', null, badge(state, state)),
         h('td', null, (u.failover || []).length ? u.failover.join(' → ') : h('span', { class: 'muted' }, 'none')),
-        h('td', null, (u.slots || []).join(', ') || h('span', { class: 'muted' }, 'no slots')),
+        h('td', { class: 'slots' }, (u.slots || []).length
+          ? u.slots.map((r, i) => [i ? ', ' : '', h('span', { class: 'range' }, r)])
+          : h('span', { class: 'muted' }, 'no slots')),
+        h('td', { class: counts[u.name] && counts[u.name][0] < counts[u.name][1] ? 'bad' : null },
+          counts[u.name] ? counts[u.name][0] + ' of ' + counts[u.name][1] + ' serving' : '-'),
         h('td', { class: 'buttons' },
           btn('Drain', 'draining', true), btn('Mark down', 'down', true), btn('Activate', 'active', false)),
-        h('td', null, extras(u, ['name', 'state', 'failover', 'slots'])));
+        anyExtra ? h('td', null, extras(u, known)) : null);
     });
     replace('units', h('table', null,
       h('thead', null, h('tr', null, h('th', null, 'unit'), h('th', null, 'state'),
-        h('th', null, 'failover'), h('th', null, 'slots'), h('th', null, 'actions'), h('th', null, ''))),
+        h('th', null, 'failover'), h('th', null, 'slots'), h('th', null, 'instances'), h('th', null, 'actions'),
+        anyExtra ? h('th', null, '') : null)),
       h('tbody', null, rows)));
   }
 
-  async function setUnitState(name, state) {
+  // `draining` and `down` both take the unit out of every candidate list
+  // on the next request; its users are served by its failover units.
+  async function setUnitState(unit, state) {
+    const name = unit.name;
     if (state !== 'active') {
-      const what = state === 'draining'
-        ? 'Drain unit ' + name + '? New users homed in ' + name + ' are sent to its failover units.'
-        : 'Mark unit ' + name + ' down? It stops serving at once; its users go to its failover units.';
+      const to = (unit.failover || []).length ? 'its failover units (' + unit.failover.join(', ') + ')'
+        : 'no other unit (it has no failover)';
+      const what = (state === 'draining' ? 'Drain unit ' : 'Mark unit ') + name + (state === 'down' ? ' down' : '') +
+        '? From the next request on, its users are served by ' + to + ' until it is activated again.';
       if (!(await confirmAction(what, state === 'draining' ? 'Drain ' + name : 'Mark ' + name + ' down'))) return;
     }
     await act('unit ' + name + ' → ' + state, () => api.put('/units/' + encodeURIComponent(name), { state }));
@@ -651,7 +673,7 @@
       const errors = [];
       const note = (e) => { if (e) errors.push(e instanceof ApiError ? e.describe() : String(e)); };
       note(section('gateway', status, renderStatus));
-      note(section('units', units, (u) => renderUnits(u, status.value)));
+      note(section('units', units, (u) => renderUnits(u, status.value, health.value)));
       const slots = config.status === 'fulfilled' && config.value && config.value.routing ? config.value.routing.slots : null;
       note(section('shardmap', shardmap, (m) => renderShardmap(m, slots)));
       note(section('health', health, renderHealth));
