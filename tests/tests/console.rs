@@ -502,7 +502,7 @@ fn traffic(gw: &GatewayProc) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) 
         tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let user = if n % 2 == 0 { "42" } else { "7500" };
+                let user = if n.is_multiple_of(2) { "42" } else { "7500" };
                 let _ = client.get(&url).header("x-user-id", user).send().await;
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
