@@ -4,6 +4,7 @@
 #   protoc         etcd-client's build script compiles etcd's .proto files (always)
 #   redis-server   the test suite's global rate-limit tests (with --test)
 #   etcd           the fleet store's tests (Debian's etcd-server 3.4; with --test)
+#   chromium       the web console's browser tests, headless (with --test)
 # Debian/Ubuntu; uses sudo when not root.
 set -euo pipefail
 need=()
@@ -13,6 +14,8 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 if [ "${1:-}" = "--test" ]; then
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+    || need+=(chromium)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing: ${need[*]}" >&2

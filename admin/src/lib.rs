@@ -1,14 +1,15 @@
 //! The admin REST API (axum) on `admin.listen`.
 //!
 //! Owns HTTP concerns only: routing, bearer-token auth, ETag / If-Match, the
-//! JSON error shape, secret redaction, and the meaning of each endpoint as an
-//! edit of the raw config. It reaches the running gateway through the narrow
+//! JSON error shape, secret redaction, the meaning of each endpoint as an
+//! edit of the raw config, and the web console (`/ui/`) that calls them. It reaches the running gateway through the narrow
 //! [`GatewayHandle`] trait (read the config, apply a change, reload, report)
 //! and knows nothing of pingora or of how the gateway stores its state.
 
 mod api;
 mod envelope;
 mod error;
+mod ui;
 
 pub use error::ApiError;
 
@@ -66,8 +67,8 @@ pub(crate) struct AppState {
     pub(crate) handle: Arc<dyn GatewayHandle>,
 }
 
-/// The admin router: unauthenticated health and metrics, `/admin/v1/*`
-/// behind the bearer token.
+/// The admin router: unauthenticated health, metrics and the console's
+/// static assets (`/ui/`), `/admin/v1/*` behind the bearer token.
 pub fn router(token: &str, handle: Arc<dyn GatewayHandle>) -> Router {
     let state = AppState {
         token: Arc::from(token),
@@ -113,6 +114,7 @@ pub fn router(token: &str, handle: Arc<dyn GatewayHandle>) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .nest("/admin/v1", v1)
+        .merge(ui::routes())
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(envelope::wrap))

@@ -250,6 +250,7 @@ each unit has two echo instances. Responses show x-unit-home / x-unit-served.
 
   data plane    http://{l}
   admin API     http://{adm}   (token: {token})
+  console       http://{adm}/ui/#token={token}
   demo control  http://{ctl}   (stop/start a unit's instances)
 
 Unit routing (the key is x-user-id, else cookie uid, else query uid):

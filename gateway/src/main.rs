@@ -134,14 +134,18 @@ fn print_result(r: Result<String, String>) -> ExitCode {
 
 /// Logs go to stderr through a background writer: a slow or blocked stderr
 /// drops lines (lossy) instead of stalling the request path. The returned
-/// guard flushes on drop, so it lives as long as `main`.
+/// guard flushes on drop, so it lives as long as `main`. Colours only on a
+/// terminal: piped into a file or a log shipper, escape codes are noise.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
+    let ansi = std::io::stderr().is_terminal();
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
