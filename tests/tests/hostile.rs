@@ -544,6 +544,12 @@ async fn a_trickled_or_silent_head_is_cut_at_the_header_timeout() {
         open >= Duration::from_millis(900) && open < Duration::from_secs(4),
         "a silent connection was closed after {open:?}"
     );
+    // A client that goes away in the middle of its head.
+    {
+        let mut s = tokio::net::TcpStream::connect(gw.listen).await.expect("connect");
+        s.write_all(b"GET /x HTTP/1.1\r\nHo").await.expect("write");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(served(&backend), 0);
     let errors = gw
         .stderr()
