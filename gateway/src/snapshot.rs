@@ -266,11 +266,7 @@ impl Snapshot {
                         .filter(|_| same_units)
                         .map(|b| b.counters.clone())
                         .unwrap_or_else(|| Arc::new(RouteCounters::new(units))),
-                    splits: RouteSplits::build(
-                        &config,
-                        r,
-                        before.and_then(|b| b.splits.as_ref()),
-                    ),
+                    splits: RouteSplits::build(&config, r, before.and_then(|b| b.splits.as_ref())),
                 }
             })
             .collect();

@@ -104,8 +104,7 @@ impl RouteSplits {
                 Choice {
                     service,
                     // Service names are validated to [A-Za-z0-9._-].
-                    header: HeaderValue::from_str(&name)
-                        .unwrap_or(HeaderValue::from_static("-")),
+                    header: HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("-")),
                     name,
                     requests,
                 }
@@ -152,7 +151,13 @@ impl RouteSplits {
     /// is the route's own service): the first split whose `match_header` the
     /// request carries, else the user's bucket in the placement unit's table.
     /// Counts the request for the chosen service.
-    pub fn choose(&self, req: &RequestHeader, key: Option<&str>, slot: u32, placement: UnitId) -> u8 {
+    pub fn choose(
+        &self,
+        req: &RequestHeader,
+        key: Option<&str>,
+        slot: u32,
+        placement: UnitId,
+    ) -> u8 {
         let choice = self.choice(req, key, slot, placement);
         if let Some(c) = self.choices.get(usize::from(choice)) {
             c.requests.fetch_add(1, Ordering::Relaxed);

@@ -123,7 +123,8 @@ units = ["A"]
 "#,
     );
     let s = splits(&c);
-    let name = |r: &RequestHeader, unit| &*s.choices[usize::from(s.choose(r, Some("7"), 7, unit))].name;
+    let name =
+        |r: &RequestHeader, unit| &*s.choices[usize::from(s.choose(r, Some("7"), 7, unit))].name;
     let canary = req(&[("X-Canary", "1")]);
     let plain = req(&[]);
     assert_eq!(name(&canary, 1), "v2", "header, in its unit");

@@ -150,7 +150,10 @@ async fn share_and_exact_users_for_weights_1_20_50() {
             "weight {w}: {share:.2}% of {USERS} users on v2"
         );
         let expected: Vec<String> = users.iter().filter(|u| bucket(u) < w).cloned().collect();
-        assert_eq!(on_v2, expected, "weight {w}: exactly the users below the weight");
+        assert_eq!(
+            on_v2, expected,
+            "weight {w}: exactly the users below the weight"
+        );
         total_v2 += on_v2.len();
     }
     // The metric counts each choice; the GET of the route shows the splits.
@@ -163,7 +166,9 @@ async fn share_and_exact_users_for_weights_1_20_50() {
     };
     assert_eq!(series("echo-v2"), Some(total_v2 as f64), "{m}");
     assert_eq!(series("echo"), Some((3 * USERS - total_v2) as f64), "{m}");
-    let r = gw.send(gw.admin(Method::GET, "/admin/v1/routes/orders")).await;
+    let r = gw
+        .send(gw.admin(Method::GET, "/admin/v1/routes/orders"))
+        .await;
     assert_eq!(
         r.json()["splits"],
         json!([{"service": "echo-v2", "weight": 50}]),
@@ -205,7 +210,10 @@ async fn sticky_across_requests_gateways_restarts_and_cookies() {
             assert_eq!(version(&again), v, "cookie {cookie}");
         }
     }
-    assert!(seen[0] > 0 && seen[1] > 0, "both versions among 40 cookie users: {seen:?}");
+    assert!(
+        seen[0] > 0 && seen[1] > 0,
+        "both versions among 40 cookie users: {seen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -261,10 +269,14 @@ async fn weight_raised_under_load_fails_nothing_and_moves_no_user_back() {
         put_weight(&gw, w).await;
     }
     let before = ok.load(Ordering::Relaxed);
-    eventually("requests after the last change", Duration::from_secs(10), || {
-        let ok = ok.clone();
-        async move { (ok.load(Ordering::Relaxed) >= before + 800).then_some(()) }
-    })
+    eventually(
+        "requests after the last change",
+        Duration::from_secs(10),
+        || {
+            let ok = ok.clone();
+            async move { (ok.load(Ordering::Relaxed) >= before + 800).then_some(()) }
+        },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     let mut last: HashMap<String, bool> = HashMap::new();
@@ -272,7 +284,11 @@ async fn weight_raised_under_load_fails_nothing_and_moves_no_user_back() {
         last.extend(w.await.expect("worker"));
     }
     assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed");
-    assert_eq!(moved_back.load(Ordering::Relaxed), 0, "a user went back to v1");
+    assert_eq!(
+        moved_back.load(Ordering::Relaxed),
+        0,
+        "a user went back to v1"
+    );
     assert_eq!(last.len(), 400, "every user was asked");
     assert!(last.values().all(|&v2| v2), "weight 100: everyone on v2");
     assert!(ok.load(Ordering::Relaxed) > 2000);
@@ -281,7 +297,8 @@ async fn weight_raised_under_load_fails_nothing_and_moves_no_user_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn match_header_forces_the_split_and_the_log_names_the_service() {
     let be = Backends::start().await;
-    let splits = "[[routes.splits]]\nservice = \"echo-v2\"\nweight = 0\nmatch_header = \"x-canary\"\n";
+    let splits =
+        "[[routes.splits]]\nservice = \"echo-v2\"\nweight = 0\nmatch_header = \"x-canary\"\n";
     let gw = GatewayProc::start_with(
         &be.config(splits, None),
         &[("RUST_LOG", "info")],

@@ -132,7 +132,10 @@ weight = 1
     assert_errors(
         errs,
         &[
-            ("routes[0].splits[0].service", "unknown service \"ordrs-v2\""),
+            (
+                "routes[0].splits[0].service",
+                "unknown service \"ordrs-v2\"",
+            ),
             ("routes[0].splits[1].service", "the route's own service"),
             ("routes[0].splits[2].match_header", "invalid header name"),
             ("routes[0].splits[2].units[1]", "unknown unit \"C\""),
@@ -168,7 +171,10 @@ fn splits_round_trip_through_json_and_toml() {
     ))
     .expect("parses");
     let json = serde_json::to_string(&raw).expect("json");
-    assert!(json.contains(r#""splits":[{"service":"orders-v2","weight":10,"units":["A"]}]"#), "{json}");
+    assert!(
+        json.contains(r#""splits":[{"service":"orders-v2","weight":10,"units":["A"]}]"#),
+        "{json}"
+    );
     let back: RawConfig = serde_json::from_str(&json).expect("json back");
     assert_eq!(back, raw);
     let toml_text = toml::to_string(&raw).expect("toml");

@@ -510,10 +510,14 @@ impl ProxyHttp for Gateway {
                 upstream.set_uri(uri);
             }
         }
-        let split = ctx.route.as_ref().filter(|rc| rc.split != 0).and_then(|rc| {
-            let splits = snap.routes[rc.id].splits.as_ref()?;
-            Some(splits.choices.get(usize::from(rc.split))?.header.clone())
-        });
+        let split = ctx
+            .route
+            .as_ref()
+            .filter(|rc| rc.split != 0)
+            .and_then(|rc| {
+                let splits = snap.routes[rc.id].splits.as_ref()?;
+                Some(splits.choices.get(usize::from(rc.split))?.header.clone())
+            });
         forward::apply(
             upstream,
             forward::Added {
