@@ -183,6 +183,36 @@ pub fn full_chain(bin: PathBuf) -> Configured {
     }
 }
 
+/// The full chain with a gray release on its route: 10 % of users go to
+/// `backend-v2` (the same backend behind another service name), so every
+/// request pays the split's choice (a CRC of the key and a table read).
+pub fn full_chain_split_config(port: u16, backend: SocketAddr) -> String {
+    format!(
+        r#"{}
+
+[[routes.splits]]
+service = "backend-v2"
+weight = 10
+
+[[services]]
+name = "backend-v2"
+[services.instances]
+A = ["{backend}"]
+B = ["{backend}"]
+"#,
+        full_chain_config(port, backend).trim_end()
+    )
+}
+
+/// [`full_chain`] with [`full_chain_split_config`]: same token and cookie.
+pub fn full_chain_split(bin: PathBuf) -> Configured {
+    Configured {
+        name: "unitgate-full-split".into(),
+        config: Box::new(full_chain_split_config),
+        ..full_chain(bin)
+    }
+}
+
 /// The plain config plus a global limit through Redis at `redis`, far above
 /// the load. `on_failure = "closed"`: if Redis is not reached, requests get
 /// 429 and the run fails, instead of silently measuring the fallback.
@@ -296,6 +326,18 @@ mod tests {
         assert!(c.contains("path_prefix = \"/r/00999\""));
         assert_eq!(target_route(1000), 998);
         assert_eq!(target_route(1), 0);
+    }
+
+    #[test]
+    fn split_config_is_the_full_chain_plus_a_10_percent_split() {
+        let backend = "127.0.0.1:2".parse().expect("addr");
+        let full = full_chain_config(1, backend);
+        let split = full_chain_split_config(1, backend);
+        assert!(split.starts_with(full.trim_end()));
+        let c = unitgate_config::parse(&split, std::path::Path::new(".")).expect("valid");
+        assert_eq!(c.routes[0].splits.len(), 1);
+        assert_eq!(c.routes[0].splits[0].weight, 10);
+        assert_eq!(c.services[c.routes[0].splits[0].service].name, "backend-v2");
     }
 
     #[test]

@@ -331,6 +331,29 @@ pub struct RawRoute {
     pub rate_limits: Vec<RawRateLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<RawFallback>,
+    /// Gray release: part of the route's users go to other services.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<RawSplit>,
+}
+
+/// `[[routes.splits]]`: a share of the route's users, or the requests
+/// carrying a header, go to another service (a canary, a blue/green switch).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplit {
+    /// Required.
+    #[serde(default)]
+    pub service: String,
+    /// Percent of users, 0-100 (a wider type so 250 is reported with its path,
+    /// not as a type error). Default 0: only `match_header` sends requests here.
+    #[serde(default)]
+    pub weight: u32,
+    /// Requests carrying this header go here whatever the weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_header: Option<String>,
+    /// Only when the placement unit is one of these (empty = every unit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
 }
 
 /// `[[routes.rate_limits]]`.

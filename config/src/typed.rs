@@ -348,6 +348,29 @@ pub struct Route {
     pub max_body_bytes: u64,
     pub rate_limits: Vec<RateLimit>,
     pub fallback: Option<Fallback>,
+    /// Gray release, in listed order; weights sum to at most 100.
+    pub splits: Vec<Split>,
+}
+
+/// One split of a route: which users (or requests) go to `service` instead
+/// of the route's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Never the route's own service; no two splits of a route share one.
+    pub service: ServiceId,
+    /// Percent of users, 0..=100.
+    pub weight: u8,
+    /// Lowercase header name: a request carrying it comes here, whatever the weight.
+    pub match_header: Option<String>,
+    /// Placement units this split applies in; empty = all. No duplicates.
+    pub units: Vec<UnitId>,
+}
+
+impl Split {
+    /// Whether the split applies to a request whose placement unit is `unit`.
+    pub fn applies_in(&self, unit: UnitId) -> bool {
+        self.units.is_empty() || self.units.contains(&unit)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -21,7 +21,16 @@ pub struct DemoOptions {
     pub control_listen: SocketAddr,
 }
 
-const INSTANCES: [(&str, &str); 4] = [("A", "a1"), ("A", "a2"), ("B", "b1"), ("B", "b2")];
+/// The v1 instances of `echo`, then one instance per unit of `echo-v2`
+/// (the gray release of the `/shop` route).
+const INSTANCES: [(&str, &str); 6] = [
+    ("A", "a1"),
+    ("A", "a2"),
+    ("B", "b1"),
+    ("B", "b2"),
+    ("A", "a1-v2"),
+    ("B", "b1-v2"),
+];
 
 /// The demo's echo instances; a stopped one keeps its address and switches.
 struct Fleet {
@@ -218,12 +227,31 @@ timeout_ms = 500
 unhealthy_after = 2
 healthy_after = 1
 
+[[services]]
+name = "echo-v2"
+connect_timeout_ms = 200
+read_timeout_ms = 3000
+[services.instances]
+A = ["{a1v2}"]
+B = ["{b1v2}"]
+
 [[routes]]
 name = "pinned-b"
 path_prefix = "/pinned/b"
 service = "echo"
 placement = "unit:B"
 strip_prefix = true
+
+[[routes]]
+name = "shop"
+path_prefix = "/shop"
+service = "echo"
+placement = "sharded"
+
+[[routes.splits]]
+service = "echo-v2"
+weight = 10
+match_header = "x-canary"
 
 [[routes]]
 name = "echo"
@@ -237,6 +265,8 @@ placement = "sharded"
         a2 = a[1],
         b1 = a[2],
         b2 = a[3],
+        a1v2 = a[4],
+        b1v2 = a[5],
     )
 }
 
@@ -277,6 +307,11 @@ A slot migration (a fleet of one here; see scripts/fleet-demo.sh for a fleet on 
   curl -s -X POST http://{adm}/admin/v1/migrations/<id>/confirm -H 'authorization: Bearer {token}'
   curl -si http://{l}/orders -H 'x-user-id: 42' | grep -i x-unit-home            # now B
   curl -s http://{adm}/admin/v1/fleet -H 'authorization: Bearer {token}'
+Gray release: /shop sends 10% of users to echo-v2 (sticky per user), x-canary forces it:
+  for u in $(seq 1 30); do curl -s http://{l}/shop -H "x-user-id: $u" | grep -o '"instance":"[^"]*"'; done | sort | uniq -c
+  curl -s http://{l}/shop -H 'x-user-id: 42' -H 'x-canary: 1' | grep -o '"x-unit-split":"[^"]*"'
+  curl -s -X PUT http://{adm}/admin/v1/routes/shop -H 'authorization: Bearer {token}' -d '{{"path_prefix":"/shop","service":"echo","splits":[{{"service":"echo-v2","weight":50,"match_header":"x-canary"}}]}}'
+  curl -s http://{adm}/metrics | grep unitgate_split_requests_total
 Admin and metrics:
   curl -s http://{adm}/healthz; curl -s http://{adm}/readyz
   curl -s http://{adm}/admin/v1/health -H 'authorization: Bearer {token}'

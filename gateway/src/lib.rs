@@ -21,5 +21,6 @@ pub mod report;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod split;
 pub mod unit;
 pub mod watch;

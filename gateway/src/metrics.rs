@@ -291,6 +291,27 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
 
     header(
         &mut out,
+        "unitgate_split_requests_total",
+        "counter",
+        "Requests of routes with splits, by the service chosen (gray release).",
+    );
+    for (r, state) in snap.config.routes.iter().zip(&snap.routes) {
+        let Some(splits) = &state.splits else {
+            continue;
+        };
+        for c in splits.choices.iter() {
+            let _ = writeln!(
+                out,
+                "unitgate_split_requests_total{{route=\"{}\",service=\"{}\"}} {}",
+                r.name,
+                c.name,
+                c.requests.load(Ordering::Relaxed)
+            );
+        }
+    }
+
+    header(
+        &mut out,
         "unitgate_config_reloads_total",
         "counter",
         "Config reloads by result.",

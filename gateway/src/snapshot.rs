@@ -11,6 +11,7 @@ use crate::metrics::RequestStats;
 use crate::pool::{PrevPools, ServicePools};
 use crate::proxy::forward::HeaderValues;
 use crate::router::Router;
+use crate::split::RouteSplits;
 use crate::unit::UnitRouting;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -48,6 +49,8 @@ pub struct RouteState {
     pub limiters: Vec<Limiter>,
     /// Kept across reloads while the route keeps its name.
     pub counters: Arc<RouteCounters>,
+    /// Gray release tables; `None` for a route without splits.
+    pub splits: Option<RouteSplits>,
 }
 
 /// A route's live counters.
@@ -263,6 +266,7 @@ impl Snapshot {
                         .filter(|_| same_units)
                         .map(|b| b.counters.clone())
                         .unwrap_or_else(|| Arc::new(RouteCounters::new(units))),
+                    splits: RouteSplits::build(&config, r, before.and_then(|b| b.splits.as_ref())),
                 }
             })
             .collect();

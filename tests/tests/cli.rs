@@ -258,6 +258,17 @@ async fn demo_shows_units_cookie_failover_and_stops_on_ctrl_c() {
     }
     assert_eq!(instances.len(), 2, "both A instances serve: {instances:?}");
 
+    // The gray release of /shop: the canary header forces echo-v2.
+    let r = try_send(
+        c.get(format!("http://{listen}/shop"))
+            .header("x-user-id", "42")
+            .header("x-canary", "1"),
+    )
+    .await
+    .expect("canary");
+    assert_eq!((r.status, r.instance()), (200, "a1-v2"), "{}", r.body);
+    assert_eq!(r.json()["headers"]["x-unit-split"], "echo-v2");
+
     // Crash A's instances through the demo switch: user 42 crosses to B.
     let r = try_send(c.post(format!("http://{control}/units/A/stop")))
         .await
@@ -307,6 +318,8 @@ async fn demo_shows_units_cookie_failover_and_stops_on_ctrl_c() {
         "ug_route",
         "units/A/stop",
         "write_forbidden",
+        "x-canary",
+        "unitgate_split_requests_total",
     ] {
         assert!(out.contains(shown), "demo tour lacks {shown:?}:\n{out}");
     }

@@ -17,6 +17,10 @@ use crate::unitgate_variants;
 /// Full chain ÷ plain unitgate, CPU per request: the target.
 const FULL_OVER_PLAIN: f64 = 1.35;
 
+/// Full chain with a 10 % split ÷ the same without, CPU per request: what a
+/// gray release may cost.
+const SPLIT_OVER_FULL: f64 = 1.02;
+
 pub fn section(c: &Common) -> Result<Section> {
     let ug = c.unitgate_bin()?;
     let bench = Bench::start(c)?;
@@ -33,18 +37,24 @@ pub fn section(c: &Common) -> Result<Section> {
         bin: ug.clone(),
         variant: Variant::Local,
     }));
-    contenders.push(Box::new(unitgate_variants::full_chain(ug)));
+    contenders.push(Box::new(unitgate_variants::full_chain(ug.clone())));
+    contenders.push(Box::new(unitgate_variants::full_chain_split(ug)));
     contenders.push(Box::new(NginxProxy {
         nginx: bench.nginx_bin.clone(),
     }));
 
     let mut started = bench.start_all(&contenders)?;
     let (samples, rows) = bench.run(&mut started)?;
-    common::require_all_ok(&samples, &["unitgate", "unitgate-full"])?;
+    common::require_all_ok(
+        &samples,
+        &["unitgate", "unitgate-full", "unitgate-full-split"],
+    )?;
 
     let full = common::cpu_of(&rows, "unitgate-full")?;
     let plain = common::cpu_of(&rows, "unitgate")?;
     let nginx = common::cpu_of(&rows, "nginx")?;
+    let split = common::cpu_of(&rows, "unitgate-full-split")?;
+    let split_over_full = split / full;
     let over_plain = full / plain;
     let over_nginx = full / nginx;
     notes.push(format!(
@@ -53,12 +63,18 @@ pub fn section(c: &Common) -> Result<Section> {
         full - plain
     ));
     notes.push(format!(
+        "full chain with a 10 % split ÷ full chain: {split_over_full:.3} (target ≤ {SPLIT_OVER_FULL:.2}: {}); the split costs {:.2} µs per request",
+        if split_over_full <= SPLIT_OVER_FULL { "met" } else { "not met" },
+        split - full
+    ));
+    notes.push(format!(
         "full chain ÷ nginx (plain proxy_pass): {over_nginx:.3} (long-term goal ≤ 1.0; reported, not a target)"
     ));
     let md = bench.report_markdown(&ReportParts {
         title: "unitgate bench: full feature chain".into(),
         settings: vec![
             "unitgate-full: `Authorization: Bearer <HS256 token, sub 42>` verified on the route, routing key `jwt:sub` (slot 42, home unit A of two), a valid signed `ug_route` cookie for slot 42, a local per-user limit of 10 000 000/s, metrics (always on)".into(),
+            "unitgate-full-split: unitgate-full plus `[[routes.splits]]` sending 10 % of users to `backend-v2` (the same backend under another service name); the bench's one user keeps one bucket, so the figure is the cost of the choice itself".into(),
             "unitgate: plain, `placement = \"local\"`, no key, no token".into(),
             "every request of unitgate and unitgate-full must get 200 (wrk's non-2xx count 0), else the run fails".into(),
         ],
@@ -75,11 +91,18 @@ pub fn section(c: &Common) -> Result<Section> {
         markdown: String::new(),
         bars: common::bars(&rows),
         timeline: None,
-        targets: vec![common::target(
-            "full chain / plain unitgate, CPU per request",
-            over_plain,
-            FULL_OVER_PLAIN,
-        )],
+        targets: vec![
+            common::target(
+                "full chain / plain unitgate, CPU per request",
+                over_plain,
+                FULL_OVER_PLAIN,
+            ),
+            common::target(
+                "full chain with a 10 % split / full chain, CPU per request",
+                split_over_full,
+                SPLIT_OVER_FULL,
+            ),
+        ],
     };
     drop(started);
     bench.finish();

@@ -12,6 +12,7 @@ mod parse;
 mod routes;
 mod routing;
 mod services;
+mod splits;
 mod store;
 mod values;
 

@@ -8,6 +8,7 @@ mod policies;
 mod routes;
 mod routing;
 mod services;
+mod splits;
 mod store;
 
 pub(crate) use check::key_path;

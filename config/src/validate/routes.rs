@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::{check, policies, Cx};
+use super::{check, policies, splits, Cx};
 use crate::raw::RawRoute;
 use crate::typed::{HostMatch, Placement, Route};
 
@@ -101,6 +101,7 @@ fn route(cx: &mut Cx<'_>, base: &str, r: &RawRoute) -> Route {
         .fallback
         .as_ref()
         .map(|f| policies::fallback(cx, &format!("{base}.fallback"), f));
+    let splits = splits::splits(cx, base, &r.splits, service);
     Route {
         name: r.name.clone(),
         hosts,
@@ -116,6 +117,7 @@ fn route(cx: &mut Cx<'_>, base: &str, r: &RawRoute) -> Route {
         max_body_bytes: r.max_body_bytes,
         rate_limits,
         fallback,
+        splits,
     }
 }
 

@@ -5,7 +5,7 @@ use crate::unit::UnitCtx;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use unitgate_config::{RouteId, UnitId};
+use unitgate_config::{RouteId, ServiceId, UnitId};
 
 /// Requests between `new_ctx` and the end of `logging`: what a graceful
 /// shutdown waits for.
@@ -39,6 +39,12 @@ pub struct RequestCtx {
 /// What matching decided.
 pub struct RouteCtx {
     pub id: RouteId,
+    /// The service that serves the request: the route's own, or the one a
+    /// split chose.
+    pub service: ServiceId,
+    /// The split's choice (`RouteSplits::choices` index); 0 = the route's
+    /// own service, and always 0 on a route without splits.
+    pub split: u8,
     /// This request counts against the route's `max_inflight`.
     pub holds_inflight: bool,
     /// Key for consistent hashing (routing key, else client address); empty

@@ -32,7 +32,7 @@ pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset
 pub const X_UNIT_CROSSED_FROM: HeaderName = HeaderName::from_static("x-unit-crossed-from");
 
 /// Headers this module may add: room reserved in the rebuilt map.
-const ADDED: usize = 10;
+const ADDED: usize = 11;
 
 /// Slot counts up to this get a table of ready header values.
 const SLOT_TABLE_MAX: u32 = 1 << 16;
@@ -91,6 +91,8 @@ pub struct Added {
     pub request_id: HeaderValue,
     /// `x-unit-*`: (home, slot, epoch, served, hops, crossed-from).
     pub unit: Option<UnitHeaders>,
+    /// `x-unit-split`: the split service chosen (gray release), if one was.
+    pub split: Option<HeaderValue>,
 }
 
 pub struct UnitHeaders {
@@ -118,6 +120,7 @@ pub fn apply(upstream: &mut RequestHeader, added: Added) -> Result<()> {
         (X_UNIT_SERVED, None),
         (X_UNIT_HOPS, None),
         (X_UNIT_CROSSED_FROM, None),
+        (crate::split::X_UNIT_SPLIT, added.split),
     ];
     if let Some(u) = added.unit {
         set[4].1 = Some(u.home);
@@ -316,6 +319,7 @@ mod tests {
                 hops: HeaderValue::from_static("1"),
                 crossed_from: Some(HeaderValue::from_static("A")),
             }),
+            split: unit.then(|| HeaderValue::from_static("orders-v2")),
         }
     }
 
@@ -352,6 +356,7 @@ mod tests {
         assert_eq!(h["x-unit-served"], "B");
         assert_eq!(h["x-unit-hops"], "1");
         assert_eq!(h["x-unit-crossed-from"], "A");
+        assert_eq!(h["x-unit-split"], "orders-v2");
         assert_eq!(h["accept"], "*/*");
         let multi: Vec<_> = h.get_all("x-multi").iter().collect();
         assert_eq!(multi, ["1", "2"], "repeated headers keep their order");
@@ -369,6 +374,7 @@ mod tests {
         assert_eq!(r.headers["x-forwarded-for"], "2001:db8::1");
         assert!(r.headers.get("x-unit-home").is_none());
         assert!(r.headers.get("x-unit-crossed-from").is_none());
+        assert!(r.headers.get("x-unit-split").is_none());
     }
 
     #[test]

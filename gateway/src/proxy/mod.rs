@@ -246,6 +246,12 @@ impl ProxyHttp for Gateway {
             // A peer on a newer shard map: read the store now.
             crate::fleet::note_peer_epoch(peer, snap.config.routing.epoch);
         }
+        if trusted {
+            // This gateway makes its own split choice; a peer's is not kept.
+            session
+                .req_header_mut()
+                .remove_header(&crate::split::X_UNIT_SPLIT);
+        }
 
         // 3. authenticate: a valid token from the route's verifier.
         let route = &snap.config.routes[id];
@@ -282,7 +288,15 @@ impl ProxyHttp for Gateway {
             claims.as_ref(),
             unix_now(),
         );
-        let hash_key = match snap.config.services[route.service].lb {
+        // 4b. gray release: the route's service, or the one a split chose.
+        let (service, split) = match &snap.routes[id].splits {
+            None => (route.service, 0),
+            Some(splits) => {
+                let c = splits.choose(req, unit.key.as_deref(), unit.slot, unit.placement);
+                (splits.choices[usize::from(c)].service, c)
+            }
+        };
+        let hash_key = match snap.config.services[service].lb {
             unitgate_config::LbPolicy::ConsistentHash => match (&unit.key, ctx.client_ip) {
                 (Some(k), _) => k.as_bytes().to_vec(),
                 (None, Some(ip)) => ip.to_string().into_bytes(),
@@ -293,6 +307,8 @@ impl ProxyHttp for Gateway {
         let frozen = snap.unit.slots.write_frozen(unit.slot) && !is_read_method(req);
         ctx.route = Some(RouteCtx {
             id,
+            service,
+            split,
             holds_inflight: false,
             hash_key,
         });
@@ -419,7 +435,7 @@ impl ProxyHttp for Gateway {
         }
         a.connect_failures += 1;
         let limit = match (&ctx.snapshot, &ctx.route) {
-            (Some(s), Some(r)) => s.service(s.config.routes[r.id].service).instance_count,
+            (Some(s), Some(r)) => s.service(r.service).instance_count,
             _ => 0,
         };
         if (a.connect_failures as usize) < limit {
@@ -530,12 +546,21 @@ impl ProxyHttp for Gateway {
                 upstream.set_uri(uri);
             }
         }
+        let split = ctx
+            .route
+            .as_ref()
+            .filter(|rc| rc.split != 0)
+            .and_then(|rc| {
+                let splits = snap.routes[rc.id].splits.as_ref()?;
+                Some(splits.choices.get(usize::from(rc.split))?.header.clone())
+            });
         forward::apply(
             upstream,
             forward::Added {
                 client_ip: ctx.client_ip,
                 request_id: ctx.request_id.clone(),
                 unit,
+                split,
             },
         )
     }
@@ -719,6 +744,10 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .map_or("", |r| snap.config.routes[r.id].name.as_str());
+        let service = ctx
+            .route
+            .as_ref()
+            .map_or("", |r| snap.config.services[r.service].name.as_str());
         let unit = ctx.unit.as_ref();
         tracing::info!(
             target: "access",
@@ -727,6 +756,7 @@ impl ProxyHttp for Gateway {
             method = %req.method,
             path,
             route,
+            service,
             status,
             duration_ms,
             home_unit = name(unit.map(|u| u.home)),

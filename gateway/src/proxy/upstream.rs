@@ -27,8 +27,8 @@ pub fn pick_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         ));
     };
     let route = &snap.config.routes[rc.id];
-    let svc = snap.service(route.service);
-    let svc_conf = &snap.config.services[route.service];
+    let svc = snap.service(rc.service);
+    let svc_conf = &snap.config.services[rc.service];
     let now = clock::now_ms();
     let attempts = &mut ctx.attempts;
     let candidates = svc.candidates_for(unit.placement, unit.hop_limited);
@@ -101,7 +101,7 @@ pub fn record(ctx: &mut RequestCtx, failure: Option<Failure>) {
     if failure.is_some() {
         a.last_failure = failure;
     }
-    let service = snap.config.routes[rc.id].service;
+    let service = rc.service;
     let svc = snap.service(service);
     let Some(pool) = svc.pools.pool(unit) else {
         return;
@@ -148,7 +148,7 @@ pub fn can_retry(session: &Session, ctx: &RequestCtx) -> bool {
     if !replayable(session) || ctx.attempts.retries >= route.retries {
         return false;
     }
-    let svc = snap.service(route.service);
+    let svc = snap.service(rc.service);
     let candidates = svc.candidates_for(unit.placement, unit.hop_limited);
     let current = ctx.attempts.current.map(|(_, a)| a);
     svc.any_ready(candidates, ctx.attempts.unit_pos, clock::now_ms(), |a| {
