@@ -221,10 +221,25 @@ impl Peek for HeadDeadline {
     }
 }
 
-/// The data-plane app: pingora's proxy behind the head deadline.
+/// The data-plane app: pingora's proxy behind the head deadline and the
+/// connection limit.
 pub struct Edge<A> {
     pub proxy: Arc<A>,
     pub snapshot: SharedSnapshot,
+    /// `gateway.max_connections` (read at start): connections over it are
+    /// held, unread, until one in service closes.
+    pub limit: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl<A> Edge<A> {
+    pub fn new(proxy: A, snapshot: SharedSnapshot) -> Self {
+        let max = snapshot.load().config.gateway.max_connections;
+        Edge {
+            proxy: Arc::new(proxy),
+            snapshot,
+            limit: (max > 0).then(|| Arc::new(tokio::sync::Semaphore::new(max as usize))),
+        }
+    }
 }
 
 #[async_trait]
@@ -234,6 +249,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _permit = match &self.limit {
+            Some(limit) => Some(limit.clone().acquire_owned().await.ok()?),
+            None => None,
+        };
         let timeout = self.snapshot.load().config.gateway.client_header_timeout;
         let stream: Stream = Box::new(HeadDeadline::new(stream, timeout));
         self.proxy.process_new(stream, shutdown).await

@@ -9,7 +9,8 @@
 
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use async_trait::async_trait;
-use pingora::lb::HealthRegistry;
+use pingora::lb::health_check::HealthCheck;
+use pingora::lb::{Backend, HealthRegistry};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -80,5 +81,74 @@ impl BackgroundService for HealthService {
         self.0.ensure(&self.0.snapshot.load());
         // The loops run on this runtime; they stop with it at shutdown.
         let _ = shutdown.changed().await;
+    }
+}
+
+/// Whether `e` is this process running out of descriptors (EMFILE, ENFILE),
+/// not a fault of the peer it was connecting to.
+pub fn is_local_fd_shortage(e: &pingora::Error) -> bool {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e.root_cause());
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(EMFILE | ENFILE)) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    e.to_string().contains("Too many open files")
+}
+
+/// A health check that does not blame an instance for a local descriptor
+/// shortage: the check repeats the instance's last real outcome instead, so
+/// a flood of client connections never marks healthy instances down (and
+/// sends traffic to another unit for no reason).
+pub struct LocalAware {
+    inner: Box<dyn HealthCheck + Send + Sync>,
+    last_ok: Mutex<std::collections::HashMap<String, bool>>,
+}
+
+impl LocalAware {
+    pub fn wrap(inner: Box<dyn HealthCheck + Send + Sync>) -> Box<dyn HealthCheck + Send + Sync> {
+        Box::new(LocalAware {
+            inner,
+            last_ok: Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl HealthCheck for LocalAware {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        let key = target.addr.to_string();
+        let result = self.inner.check(target).await;
+        let mut last = self.last_ok.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(e) if is_local_fd_shortage(e) => {
+                tracing::warn!(instance = %key, "health check skipped: out of file descriptors here");
+                if last.get(&key).copied().unwrap_or(true) {
+                    return Ok(());
+                }
+                result
+            }
+            r => {
+                last.insert(key, r.is_ok());
+                result
+            }
+        }
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        self.inner.health_status_change(target, healthy).await
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        self.inner.backend_summary(target)
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        self.inner.health_threshold(success)
     }
 }

@@ -229,7 +229,10 @@ impl ServicePools {
             None => {
                 let registry = Arc::new(HealthRegistry::new());
                 if !matches!(service.health.kind, HealthKind::None) {
-                    registry.set_health_check(health_check(service, &service.health.kind));
+                    registry.set_health_check(crate::health::LocalAware::wrap(health_check(
+                        service,
+                        &service.health.kind,
+                    )));
                 }
                 registry
             }

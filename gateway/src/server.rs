@@ -116,10 +116,7 @@ pub fn run_with(
     let mut gateway =
         pingora::proxy::http_proxy(&server.configuration, Gateway::new(snapshot.clone()));
     gateway.server_options = Some(options);
-    let edge = Edge {
-        proxy: Arc::new(gateway),
-        snapshot: snapshot.clone(),
-    };
+    let edge = Edge::new(gateway, snapshot.clone());
     let mut proxy = pingora::services::listening::Service::new("unitgate".into(), edge);
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());

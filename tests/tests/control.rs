@@ -740,13 +740,14 @@ async fn access_log_is_one_json_object_per_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_errors_carry_a_request_id_and_every_call_is_logged() {
     let (a, b) = (backend("A", "a1").await, backend("B", "b1").await);
-    let gw =
-        GatewayProc::start_with_env(&text(&a, &b, "", ROUTES), &[("RUST_LOG", "info")]).await;
+    let gw = GatewayProc::start_with_env(&text(&a, &b, "", ROUTES), &[("RUST_LOG", "info")]).await;
     let f = Fixture { gw, a, b };
     let c = unitgate_tests::client();
-    let r = f
-        .gw
-        .send(c.get(f.gw.admin_url("/admin/v1/status")).bearer_auth("wrong"))
+    let r =
+        f.gw.send(
+            c.get(f.gw.admin_url("/admin/v1/status"))
+                .bearer_auth("wrong"),
+        )
         .await;
     assert_eq!(r.status, 401);
     let id = r.json()["request_id"].as_str().unwrap_or("").to_owned();
@@ -754,9 +755,8 @@ async fn admin_errors_carry_a_request_id_and_every_call_is_logged() {
     assert_eq!(r.header("x-request-id"), Some(id.as_str()));
 
     // The caller's id is kept.
-    let r = f
-        .gw
-        .send(
+    let r =
+        f.gw.send(
             f.gw.admin(Method::GET, "/admin/v1/routes/nope")
                 .header("x-request-id", "op-1234"),
         )
@@ -766,9 +766,8 @@ async fn admin_errors_carry_a_request_id_and_every_call_is_logged() {
 
     // A body over the limit: the contract's JSON, not axum's text.
     let big = vec![b' '; 3 * 1024 * 1024];
-    let r = f
-        .gw
-        .send(
+    let r =
+        f.gw.send(
             f.gw.admin(Method::PUT, "/admin/v1/routes/orders")
                 .header("content-type", "application/json")
                 .body(big),
@@ -781,7 +780,9 @@ async fn admin_errors_carry_a_request_id_and_every_call_is_logged() {
     // Every admin call is in the access log, the 401 included.
     let logged = |log: &str| {
         let admin: Vec<&str> = log.lines().filter(|l| l.contains("admin=true")).collect();
-        admin.iter().any(|l| l.contains("status=401") && l.contains(&id))
+        admin
+            .iter()
+            .any(|l| l.contains("status=401") && l.contains(&id))
             && admin.iter().any(|l| l.contains("status=413"))
     };
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -790,7 +791,10 @@ async fn admin_errors_carry_a_request_id_and_every_call_is_logged() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         log = strip_ansi(&f.gw.stderr());
     }
-    assert!(logged(&log), "admin calls missing from the access log:\n{log}");
+    assert!(
+        logged(&log),
+        "admin calls missing from the access log:\n{log}"
+    );
 }
 
 /// The log without terminal colour codes (when stderr is a terminal).

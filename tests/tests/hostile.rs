@@ -546,7 +546,9 @@ async fn a_trickled_or_silent_head_is_cut_at_the_header_timeout() {
     );
     // A client that goes away in the middle of its head.
     {
-        let mut s = tokio::net::TcpStream::connect(gw.listen).await.expect("connect");
+        let mut s = tokio::net::TcpStream::connect(gw.listen)
+            .await
+            .expect("connect");
         s.write_all(b"GET /x HTTP/1.1\r\nHo").await.expect("write");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -648,4 +650,115 @@ async fn slowloris_with_500_connections_leaves_normal_requests_fast() {
         still_open < 50,
         "{still_open} of 500 slow connections still open after 3 s; the header timeout is 1 s"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_out_of_descriptors_marks_no_instance_unhealthy() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: prlimit (util-linux) is not installed");
+        return;
+    }
+    let (a, b) = (backend("A", "a1").await, backend("B", "b1").await);
+    let routing = "[routing]\nkey = [\"header:x-user-id\"]\nsigning_keys = { k1 = \"top-secret-signing-key\" }\nactive_key = \"k1\"\n";
+    let health = "[services.health]\nkind = \"tcp\"\ninterval_ms = 100\ntimeout_ms = 200\nunhealthy_after = 2\nhealthy_after = 100000\n";
+    let routes = "[[routes]]\nname = \"orders\"\npath_prefix = \"/orders\"\nservice = \"echo\"\nplacement = \"sharded\"\n";
+    let config = unitgate_tests::two_units_config(
+        "client_header_timeout_ms = 30000",
+        routing,
+        &format!("A = [\"{}\"]\nB = [\"{}\"]", a.addr, b.addr),
+        health,
+        routes,
+    );
+    let gw = GatewayProc::start(&config).await;
+    assert_eq!(gw.get_as("42", "/orders").await.unit(), "A");
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &gw.pid().to_string(), "--nofile=64:64"])
+        .status()
+        .expect("prlimit");
+    assert!(limited.success());
+    // Idle clients take every descriptor the gateway has left.
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        match tokio::net::TcpStream::connect(gw.listen).await {
+            Ok(s) => flood.push(s),
+            Err(_) => break,
+        }
+    }
+    // Many health intervals pass while the gateway cannot open a socket.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(flood);
+    let _ = std::process::Command::new("prlimit")
+        .args(["--pid", &gw.pid().to_string(), "--nofile=4096:4096"])
+        .status();
+    let r = unitgate_tests::eventually(
+        "the gateway serves again",
+        Duration::from_secs(10),
+        || async {
+            unitgate_tests::try_send(gw.client.get(gw.url("/orders")).header("x-user-id", "42"))
+                .await
+                .ok()
+                .filter(|r| r.status == 200)
+        },
+    )
+    .await;
+    assert_eq!(
+        r.unit(),
+        "A",
+        "the home unit still serves: no crossing after the flood"
+    );
+    let m = gw.metrics().await;
+    let healthy = |unit: &str, addr: SocketAddr| {
+        unitgate_tests::metric(
+            &m,
+            &format!(
+                "unitgate_instance_healthy{{service=\"echo\",unit=\"{unit}\",instance=\"{addr}\"}}"
+            ),
+        )
+    };
+    assert_eq!(healthy("A", a.addr), Some(1.0), "{m}");
+    assert_eq!(healthy("B", b.addr), Some(1.0), "{m}");
+    assert!(
+        gw.stderr().contains("out of file descriptors here"),
+        "the flood did exhaust the gateway's descriptors"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_max_connections_wait_their_turn() {
+    let a = backend("A", "a1").await;
+    let config = unitgate_tests::two_units_config(
+        "max_connections = 2",
+        "",
+        &format!("A = [\"{}\"]", a.addr),
+        "",
+        unitgate_tests::LOCAL_ROUTE,
+    );
+    let gw = GatewayProc::start(&config).await;
+    let req = b"GET /x HTTP/1.1\r\nHost: gw.test\r\n\r\n";
+    // Two keep-alive connections in service.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(gw.listen)
+            .await
+            .expect("connect");
+        s.write_all(req).await.expect("write");
+        assert_eq!(read_responses(&mut s, 1).await.len(), 1);
+        held.push(s);
+    }
+    // A third one is accepted by the kernel but not served...
+    let mut third = tokio::net::TcpStream::connect(gw.listen)
+        .await
+        .expect("connect");
+    third.write_all(req).await.expect("write");
+    let mut buf = [0u8; 256];
+    let early = tokio::time::timeout(Duration::from_millis(700), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served over max_connections: {early:?}");
+    // ...until one in service closes.
+    drop(held.pop());
+    let replies = read_responses(&mut third, 1).await;
+    assert_eq!(replies.first().map(|r| r.status), Some(200), "{replies:?}");
 }

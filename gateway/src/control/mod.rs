@@ -130,6 +130,9 @@ fn restart_keys(old: &RawConfig, new: &RawConfig) -> Vec<String> {
     if old.gateway.threads != new.gateway.threads {
         out.push("gateway.threads".to_owned());
     }
+    if old.gateway.max_connections != new.gateway.max_connections {
+        out.push("gateway.max_connections".to_owned());
+    }
     let admin_listen = |r: &RawConfig| r.admin.as_ref().map(|a| a.listen.clone());
     if admin_listen(old) != admin_listen(new) {
         out.push("admin.listen".to_owned());

@@ -428,7 +428,15 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        upstream::record(ctx, Some(Failure::Connect));
+        // Out of descriptors here: not the instance's fault, so not counted
+        // against it (no ejection, no breaker trip, no crossing); the next
+        // instance gets the usual attempt.
+        if crate::health::is_local_fd_shortage(&e) {
+            ctx.attempts.recorded = true;
+            ctx.attempts.last_failure = Some(Failure::Connect);
+        } else {
+            upstream::record(ctx, Some(Failure::Connect));
+        }
         let a = &mut ctx.attempts;
         if let Some((_, addr)) = a.current {
             a.tried.push(addr);
