@@ -104,12 +104,10 @@ impl Group {
                 let start = next.fetch_add(1, Ordering::Relaxed);
                 // The next entries of the schedule; a member that cannot serve
                 // passes its turn to the one after it.
-                let hit = (0..n.min(schedule.len()))
+                (0..n.min(schedule.len()))
                     .map(|i| schedule[start.wrapping_add(i) % schedule.len()] as usize)
-                    .find(|&m| ok(m));
-                return hit
+                    .find(|&m| ok(m))
                     .or_else(|| self.scan(start, &ok))
-                    .map(|m| self.members[m]);
             }
             Policy::Random { cumulative } => {
                 let total = cumulative.last().copied().unwrap_or(0).max(1);
