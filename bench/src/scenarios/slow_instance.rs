@@ -177,7 +177,7 @@ fn section(
     md.push_str("|---|");
     md.push_str(driver::Summary::ALIGN);
     for m in measured {
-        let _ = writeln!(md, "| {} | {}", m.lb, m.run.total().cells());
+        let _ = writeln!(md, "| {} | {} |", m.lb, m.run.total().cells());
     }
     md.push_str("\n| lb | slow share |\n|---|---:|\n");
     for m in measured {
