@@ -53,6 +53,8 @@ enum Scenario {
     GlobalLimit(scenarios::common::Common),
     /// Route-table scale: unitgate with 1, 10, 1 000 and 10 000 routes.
     Routes(scenarios::common::Common),
+    /// One slow instance among fast ones: p99 with least_conn vs round_robin.
+    SlowInstance(scenarios::slow_instance::SlowInstanceArgs),
     /// Every scenario in turn; writes bench/RESULTS.md and bench/results/*.svg.
     Results(scenarios::results::ResultsArgs),
 }
@@ -74,6 +76,8 @@ fn main() -> ExitCode {
         Scenario::FullChain(c) => scenarios::full_chain::section(c).map(drop),
         Scenario::GlobalLimit(c) => scenarios::global_limit::section(c).map(drop),
         Scenario::Routes(c) => scenarios::routes::section(c).map(drop),
+        Scenario::SlowInstance(args) => scenarios::slow_instance::run(args)
+            .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "slow-instance.md")),
         Scenario::Results(args) => scenarios::results::run(args),
     });
     match result {

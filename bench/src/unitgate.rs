@@ -32,6 +32,10 @@ pub enum Variant {
     /// on every request: key -> slot -> home unit, cookie verification,
     /// `x-unit-*` headers.
     Sharded,
+    /// [`Variant::Local`] with `lb = "least_conn"`: the in-flight count and
+    /// the least-loaded pick on every request (compare with plain `unitgate`,
+    /// round robin).
+    LeastConn,
 }
 
 /// The signing key of the sharded config; the bench signs its cookie with it.
@@ -119,11 +123,20 @@ placement = "local"
     )
 }
 
+/// [`plain_config`] balancing by least connections.
+pub fn least_conn_config(port: u16, backend: SocketAddr) -> String {
+    plain_config(port, backend).replace(
+        "name = \"backend\"\n",
+        "name = \"backend\"\nlb = \"least_conn\"\n",
+    )
+}
+
 impl Contender for Unitgate {
     fn name(&self) -> &str {
         match self.variant {
             Variant::Local => "unitgate",
             Variant::Sharded => "unitgate-sharded",
+            Variant::LeastConn => "unitgate-least-conn",
         }
     }
 
@@ -134,6 +147,7 @@ impl Contender for Unitgate {
             let conf = match self.variant {
                 Variant::Local => plain_config(port, ctx.backend),
                 Variant::Sharded => sharded_config(port, ctx.backend),
+                Variant::LeastConn => least_conn_config(port, ctx.backend),
             };
             fs::write(&conf_path, &conf)
                 .with_context(|| format!("writing {}", conf_path.display()))?;
@@ -209,5 +223,7 @@ mod tests {
         assert!(c.contains(r#"listen = ["127.0.0.1:8080"]"#));
         assert!(c.contains(r#"A = ["127.0.0.1:9000"]"#));
         assert!(c.contains("threads = 1"));
+        let lc = least_conn_config(8080, "127.0.0.1:9000".parse().expect("valid addr"));
+        assert!(lc.contains("lb = \"least_conn\""), "{lc}");
     }
 }

@@ -229,9 +229,9 @@ pub struct RawService {
     pub connect_timeout_ms: u64,
     #[serde(default = "default_read_timeout_ms")]
     pub read_timeout_ms: u64,
-    /// unit name -> `IP:port` instances.
+    /// unit name -> instances, each `"IP:port"` or `{ addr, weight, backup }`.
     #[serde(default)]
-    pub instances: BTreeMap<String, Vec<String>>,
+    pub instances: BTreeMap<String, Vec<RawInstance>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<RawHealth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -241,6 +241,108 @@ pub struct RawService {
     /// Instances given by host name are re-resolved this often. Default 5000, >= 100.
     #[serde(default = "default_dns_refresh_ms")]
     pub dns_refresh_ms: u64,
+}
+
+/// One instance of `[services.instances]`: a string `"IP:port"` or a table
+/// `{ addr, weight = 1, backup = false }`. Both forms read into this struct;
+/// it is written back (TOML and the admin API's JSON) as the plain string
+/// when weight and backup are the defaults, as the table otherwise.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawInstance {
+    pub addr: String,
+    /// Relative share of the unit's traffic, 1..=100 (checked by validation).
+    pub weight: u32,
+    /// Serves only while no other instance of the unit can.
+    pub backup: bool,
+}
+
+impl RawInstance {
+    pub const DEFAULT_WEIGHT: u32 = 1;
+
+    /// A plain instance: weight 1, not a backup.
+    pub fn plain(addr: impl Into<String>) -> Self {
+        RawInstance {
+            addr: addr.into(),
+            weight: Self::DEFAULT_WEIGHT,
+            backup: false,
+        }
+    }
+
+    fn is_plain(&self) -> bool {
+        self.weight == Self::DEFAULT_WEIGHT && !self.backup
+    }
+}
+
+impl From<&str> for RawInstance {
+    fn from(addr: &str) -> Self {
+        RawInstance::plain(addr)
+    }
+}
+
+impl From<String> for RawInstance {
+    fn from(addr: String) -> Self {
+        RawInstance::plain(addr)
+    }
+}
+
+/// The table form, strict like every other table of the file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstanceTable {
+    /// Required; empty means "not given" (reported by validation).
+    #[serde(default)]
+    addr: String,
+    #[serde(default = "default_instance_weight")]
+    weight: u32,
+    #[serde(default)]
+    backup: bool,
+}
+
+fn default_instance_weight() -> u32 {
+    RawInstance::DEFAULT_WEIGHT
+}
+
+impl Serialize for RawInstance {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.is_plain() {
+            s.serialize_str(&self.addr)
+        } else {
+            RawInstanceTable {
+                addr: self.addr.clone(),
+                weight: self.weight,
+                backup: self.backup,
+            }
+            .serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawInstance {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawInstance;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an instance: \"IP:port\" or { addr, weight, backup }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawInstance, E> {
+                Ok(RawInstance::plain(v))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                m: M,
+            ) -> Result<RawInstance, M::Error> {
+                let t =
+                    RawInstanceTable::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(RawInstance {
+                    addr: t.addr,
+                    weight: t.weight,
+                    backup: t.backup,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `[services.health]`: active health checks (absent = none).

@@ -272,27 +272,47 @@ pub struct Service {
 
 impl Service {
     /// The instances of this service in `unit` (empty if none).
-    pub fn instances_in(&self, unit: UnitId) -> &[SocketAddr] {
+    pub fn instances_in(&self, unit: UnitId) -> &[Instance] {
         self.instances
             .iter()
             .find(|i| i.unit == unit)
-            .map_or(&[], |i| &i.addrs)
+            .map_or(&[], |i| &i.instances)
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnitInstances {
     pub unit: UnitId,
-    /// Never empty, no duplicates.
-    pub addrs: Vec<SocketAddr>,
+    /// Never empty, no duplicate address, at least one non-backup; in file order.
+    pub instances: Vec<Instance>,
+}
+
+impl UnitInstances {
+    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.instances.iter().map(|i| i.addr)
+    }
+}
+
+/// One instance of a service in one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instance {
+    pub addr: SocketAddr,
+    /// Relative share of the unit's traffic, 1..=100.
+    pub weight: u32,
+    /// Serves only while no non-backup instance of the unit is available.
+    pub backup: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LbPolicy {
+    /// Smooth weighted round robin (nginx's).
     RoundRobin,
+    /// Weighted random.
     Random,
-    /// By routing key.
+    /// By routing key; a weight-w instance owns w times the ring share.
     ConsistentHash,
+    /// Fewest requests in flight per weight; ties broken at random.
+    LeastConn,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -64,6 +64,9 @@ enum Command {
         unit: String,
         #[arg(long, default_value = "e1")]
         instance: String,
+        /// Answer every request after this long (a slow instance).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// Run the embedded demo: two units of an echo service, no files needed.
     Demo {
@@ -241,6 +244,7 @@ fn main() -> ExitCode {
             listen,
             unit,
             instance,
+            delay_ms,
         } => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -251,7 +255,8 @@ fn main() -> ExitCode {
             };
             rt.block_on(async {
                 match unitgate::echo::EchoServer::start(&unit, &instance, listen).await {
-                    Ok(_server) => {
+                    Ok(server) => {
+                        server.set_delay(std::time::Duration::from_millis(delay_ms));
                         eprintln!("echo {unit}/{instance} on {listen}");
                         let _ = tokio::signal::ctrl_c().await;
                         ExitCode::SUCCESS

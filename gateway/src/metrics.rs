@@ -185,6 +185,18 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
     );
     header(
         &mut out,
+        "unitgate_instance_backup",
+        "gauge",
+        "1 for a backup instance (serves only while no primary of its unit can).",
+    );
+    header(
+        &mut out,
+        "unitgate_instance_in_flight",
+        "gauge",
+        "Attempts on the instance not yet finished, from this gateway.",
+    );
+    header(
+        &mut out,
         "unitgate_circuit_open",
         "gauge",
         "1 while the (service, unit) circuit is open or half-open.",
@@ -217,6 +229,17 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
                     unit(u),
                     u8::from(up)
                 );
+            }
+            for a in &pool.addrs {
+                let labels = format!(
+                    "service=\"{}\",unit=\"{}\",instance=\"{a}\"",
+                    svc.name,
+                    unit(u)
+                );
+                let backup = u8::from(pool.is_backup(a));
+                let _ = writeln!(out, "unitgate_instance_backup{{{labels}}} {backup}");
+                let n = pool.in_flight(a);
+                let _ = writeln!(out, "unitgate_instance_in_flight{{{labels}}} {n}");
             }
             let open = pool
                 .breaker

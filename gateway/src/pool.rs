@@ -1,124 +1,195 @@
-//! Per-(service, unit) instance pools on pingora-load-balancing.
+//! Per-(service, unit) instance pools: readiness on pingora-load-balancing's
+//! health registry, choice by [`crate::balance`], backups after primaries.
 //!
 //! Each service has one [`HealthRegistry`] shared by its unit pools, so one
 //! active check per instance feeds every pool that contains it, and a later
-//! rebuild of a pool over the same registry keeps the instances' health.
+//! rebuild of a pool over the same registry keeps the instances' health. The
+//! rest of an instance's live state (ejection, requests in flight) and a
+//! unit's breaker and attempt counters are carried into a rebuilt pool by
+//! address, so a weight or backup change resets none of them.
 
+use crate::balance::Group;
 use futures_util::FutureExt;
 use pingora::lb::discovery::Static;
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
-use pingora::lb::selection::{Consistent, Random, RoundRobin};
+use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use unitgate_config::{HealthKind, LbPolicy, Service, UnitId};
+use unitgate_config::{HealthKind, Instance, LbPolicy, Service, UnitId};
 use unitgate_plugins::breaker::CircuitBreaker;
 use unitgate_plugins::outlier::InstanceHealth;
 
-/// The instances of one service in one unit.
-pub struct UnitPool {
-    pub addrs: Vec<SocketAddr>,
-    /// The config this pool was built from: a reload reuses the pool (and so
-    /// its breaker and ejection state) when these are unchanged.
-    lb: LbPolicy,
-    breaker_config: Option<unitgate_config::CircuitBreaker>,
-    /// Passive health (outlier ejection) per instance, in `addrs` order.
-    pub passive: Vec<InstanceHealth>,
-    /// The (service, unit) circuit, when the service configures one.
-    pub breaker: Option<CircuitBreaker>,
-    /// Attempts by outcome ([`Outcome`] order), for metrics.
-    pub outcomes: [AtomicU64; 4],
-    balancer: Balancer,
-    /// Bound for `select_with` walks: enough to visit every instance.
-    max_iterations: usize,
-    /// `addrs` as pingora backends, for readiness lookups.
-    backends: Vec<Backend>,
-    /// Round-robin position.
-    next: AtomicUsize,
+/// The live state of one instance of a pool, kept across rebuilds.
+#[derive(Default)]
+pub struct InstanceLive {
+    /// Passive health (outlier ejection).
+    pub passive: InstanceHealth,
+    /// Attempts on this instance not yet finished, from this gateway.
+    in_flight: AtomicU32,
 }
 
-enum Balancer {
-    RoundRobin(LoadBalancer<RoundRobin>),
-    Random(LoadBalancer<Random>),
-    Consistent(LoadBalancer<Consistent>),
+/// One attempt in flight on an instance: counted from the pick until the
+/// attempt is replaced by the next one or the request ends, whichever way it
+/// ends (response, error, timeout, client gone), since dropping it is the
+/// only way to stop counting.
+pub struct InFlight(Arc<InstanceLive>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The instances of one service in one unit.
+pub struct UnitPool {
+    /// Every instance, primaries and backups, in config order.
+    pub addrs: Vec<SocketAddr>,
+    /// The config this pool was built from: a reload keeps the pool as is
+    /// when these are unchanged.
+    instances: Vec<Instance>,
+    lb: LbPolicy,
+    breaker_config: Option<unitgate_config::CircuitBreaker>,
+    /// In `addrs` order.
+    live: Vec<Arc<InstanceLive>>,
+    /// The (service, unit) circuit, when the service configures one.
+    pub breaker: Option<Arc<CircuitBreaker>>,
+    /// Attempts by outcome ([`Outcome`] order), for metrics.
+    outcomes: Arc<[AtomicU64; 4]>,
+    /// This pool's view of the health registry: readiness of `backends`.
+    view: LoadBalancer<RoundRobin>,
+    /// `addrs` as pingora backends (weight 1: health is keyed by the whole
+    /// backend, so a weight change must not make it a new one).
+    backends: Vec<Backend>,
+    primaries: Option<Group>,
+    /// Used only when no primary can serve.
+    backups: Option<Group>,
 }
 
 impl UnitPool {
-    fn new(addrs: &[SocketAddr], service: &Service, registry: &Arc<HealthRegistry>) -> Self {
+    fn new(
+        instances: &[Instance],
+        service: &Service,
+        registry: &Arc<HealthRegistry>,
+        prev: Option<&UnitPool>,
+    ) -> Self {
         let lb = service.lb;
-        let backends: BTreeSet<Backend> = addrs.iter().map(|a| backend(*a)).collect();
-        let view =
-            || Backends::new_with_health_registry(Static::new(backends.clone()), registry.clone());
-        let balancer = match lb {
-            LbPolicy::RoundRobin => {
-                Balancer::RoundRobin(ready(LoadBalancer::from_backends(view())))
-            }
-            LbPolicy::Random => Balancer::Random(ready(LoadBalancer::from_backends(view()))),
-            LbPolicy::ConsistentHash => {
-                Balancer::Consistent(ready(LoadBalancer::from_backends(view())))
-            }
+        let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
+        let set: BTreeSet<Backend> = addrs.iter().map(|a| backend(*a)).collect();
+        let view = ready(LoadBalancer::from_backends(
+            Backends::new_with_health_registry(Static::new(set), registry.clone()),
+        ));
+        let group = |backup: bool| {
+            let members: Vec<(usize, u32, SocketAddr)> = instances
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| i.backup == backup)
+                .map(|(p, i)| (p, i.weight, i.addr))
+                .collect();
+            Group::new(lb, &members)
+        };
+        let breaker_config = service.circuit_breaker.clone();
+        let breaker = match prev {
+            Some(p) if p.breaker_config == breaker_config => p.breaker.clone(),
+            _ => breaker_config
+                .as_ref()
+                .map(|c| Arc::new(CircuitBreaker::new(c))),
         };
         UnitPool {
-            addrs: addrs.to_vec(),
-            lb,
-            breaker_config: service.circuit_breaker.clone(),
-            passive: addrs.iter().map(|_| InstanceHealth::default()).collect(),
-            breaker: service.circuit_breaker.as_ref().map(CircuitBreaker::new),
-            outcomes: Default::default(),
-            balancer,
-            max_iterations: addrs.len() * 2 + 1,
+            live: addrs
+                .iter()
+                .map(|a| {
+                    prev.and_then(|p| p.index_of(a).map(|i| p.live[i].clone()))
+                        .unwrap_or_default()
+                })
+                .collect(),
+            outcomes: prev.map(|p| p.outcomes.clone()).unwrap_or_default(),
+            breaker,
+            breaker_config,
             backends: addrs.iter().map(|a| backend(*a)).collect(),
-            next: AtomicUsize::new(0),
+            primaries: group(false),
+            backups: group(true),
+            view,
+            lb,
+            instances: instances.to_vec(),
+            addrs,
         }
     }
 
-    /// Picks a ready (healthy, not ejected) instance for which `accept` holds.
-    ///
-    /// Round robin and random walk `addrs` from their start position here:
-    /// pingora's `select_with` (an iterator with a uniqueness set, a backend
-    /// clone per step) cost more than the rest of choosing an upstream.
-    /// Consistent hashing keeps pingora's ring.
+    fn index_of(&self, addr: &SocketAddr) -> Option<usize> {
+        self.addrs.iter().position(|a| a == addr)
+    }
+
+    /// Picks a ready (healthy, not ejected) instance for which `accept`
+    /// holds: a primary by the service's policy, else a backup (the caller
+    /// crosses to a sibling unit only when this returns `None`). Returns its
+    /// position in `addrs`.
+    pub fn pick(
+        &self,
+        key: &[u8],
+        now_ms: u64,
+        accept: impl Fn(&SocketAddr) -> bool,
+    ) -> Option<usize> {
+        let usable = |i: usize| {
+            accept(&self.addrs[i])
+                && !self.live[i].passive.is_ejected(now_ms)
+                && self.view.backends().ready(&self.backends[i])
+        };
+        let load = |i: usize| self.live[i].in_flight.load(Ordering::Relaxed);
+        let primary = self
+            .primaries
+            .as_ref()
+            .and_then(|g| g.pick(key, load, usable));
+        primary.or_else(|| self.backups.as_ref()?.pick(key, load, usable))
+    }
+
+    /// [`UnitPool::pick`] as an address.
     pub fn select(
         &self,
         key: &[u8],
         now_ms: u64,
         accept: impl Fn(&SocketAddr) -> bool,
     ) -> Option<SocketAddr> {
-        let n = self.addrs.len();
-        let (start, health) = match &self.balancer {
-            Balancer::Consistent(lb) => {
-                let ok = |b: &Backend, ready: bool| {
-                    ready
-                        && b.addr
-                            .as_inet()
-                            .is_some_and(|a| accept(a) && !self.is_ejected(a, now_ms))
-                };
-                let chosen = lb.select_with(key, self.max_iterations, ok)?;
-                return chosen.addr.as_inet().copied();
-            }
-            _ if n == 0 => return None,
-            Balancer::RoundRobin(lb) => (self.next.fetch_add(1, Ordering::Relaxed), lb.backends()),
-            Balancer::Random(lb) => (fastrand::usize(..n), lb.backends()),
-        };
-        (0..n).map(|i| (start + i) % n).find_map(|i| {
-            let addr = &self.addrs[i];
-            let usable = accept(addr)
-                && !self.passive[i].is_ejected(now_ms)
-                && health.ready(&self.backends[i]);
-            usable.then_some(*addr)
-        })
+        self.pick(key, now_ms, accept).map(|i| self.addrs[i])
+    }
+
+    /// Counts an attempt on instance `i` (a position from [`UnitPool::pick`])
+    /// until the returned guard is dropped.
+    pub fn start_attempt(&self, i: usize) -> Option<InFlight> {
+        let live = self.live.get(i)?;
+        live.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(live.clone()))
+    }
+
+    /// Attempts in flight on an instance of this pool.
+    pub fn in_flight(&self, addr: &SocketAddr) -> u32 {
+        self.index_of(addr)
+            .map_or(0, |i| self.live[i].in_flight.load(Ordering::Relaxed))
+    }
+
+    /// Whether an instance of this pool is a backup.
+    pub fn is_backup(&self, addr: &SocketAddr) -> bool {
+        self.index_of(addr)
+            .is_some_and(|i| self.instances[i].backup)
+    }
+
+    /// An instance's weight (0 when not in this pool).
+    pub fn weight(&self, addr: &SocketAddr) -> u32 {
+        self.index_of(addr).map_or(0, |i| self.instances[i].weight)
     }
 
     /// Passive health of an instance of this pool.
     pub fn passive(&self, addr: &SocketAddr) -> Option<&InstanceHealth> {
-        self.addrs
-            .iter()
-            .position(|a| a == addr)
-            .map(|i| &self.passive[i])
+        self.index_of(addr).map(|i| &self.live[i].passive)
+    }
+
+    /// Passive health of every instance, in `addrs` order.
+    pub fn passives(&self) -> impl Iterator<Item = &InstanceHealth> {
+        self.live.iter().map(|l| &l.passive)
     }
 
     pub fn is_ejected(&self, addr: &SocketAddr, now_ms: u64) -> bool {
@@ -127,16 +198,8 @@ impl UnitPool {
 
     /// Whether the instance passes its active health check (true when unchecked).
     pub fn is_healthy(&self, addr: &SocketAddr) -> bool {
-        let backends = match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.backends(),
-            Balancer::Random(lb) => lb.backends(),
-            Balancer::Consistent(lb) => lb.backends(),
-        };
-        backends
-            .get_backend()
-            .iter()
-            .find(|b| b.addr.as_inet() == Some(addr))
-            .is_some_and(|b| backends.ready(b))
+        self.index_of(addr)
+            .is_some_and(|i| self.view.backends().ready(&self.backends[i]))
     }
 }
 
@@ -220,8 +283,9 @@ pub struct PrevPools<'a> {
 impl ServicePools {
     /// Builds the pools of `service`. With `prev`, the health registry is
     /// kept when the health config is unchanged (instances keep their health),
-    /// and a unit's pool is kept whole — breaker and ejection state included —
-    /// when its instances, balancing and breaker config are unchanged.
+    /// and a unit's pool is kept whole when its instances (weights and backups
+    /// included), balancing and breaker config are unchanged; otherwise it is
+    /// rebuilt with the live state of the instances that stay.
     pub fn build(service: &Service, unit_names: &[Arc<str>], prev: Option<PrevPools<'_>>) -> Self {
         let prev = prev.filter(|p| p.pools.health == service.health);
         let registry = match &prev {
@@ -241,22 +305,28 @@ impl ServicePools {
             (!matches!(service.health.kind, HealthKind::None)).then_some(service.health.interval);
         let mut by_unit: Vec<Option<Arc<UnitPool>>> = unit_names.iter().map(|_| None).collect();
         for ui in &service.instances {
-            let reused = prev.as_ref().and_then(|p| {
+            let before = prev.as_ref().and_then(|p| {
                 let old = p
                     .unit_names
                     .iter()
                     .position(|n| *n == unit_names[ui.unit])?;
-                let pool = p.pools.by_unit.get(old)?.as_ref()?;
-                (pool.addrs == ui.addrs
+                p.pools.by_unit.get(old)?.as_ref()
+            });
+            let unchanged = before.filter(|pool| {
+                pool.instances == ui.instances
                     && pool.lb == service.lb
-                    && pool.breaker_config == service.circuit_breaker)
-                    .then(|| pool.clone())
+                    && pool.breaker_config == service.circuit_breaker
             });
             if let Some(slot) = by_unit.get_mut(ui.unit) {
-                *slot = Some(
-                    reused
-                        .unwrap_or_else(|| Arc::new(UnitPool::new(&ui.addrs, service, &registry))),
-                );
+                *slot = Some(match unchanged {
+                    Some(pool) => pool.clone(),
+                    None => Arc::new(UnitPool::new(
+                        &ui.instances,
+                        service,
+                        &registry,
+                        before.map(|p| &**p),
+                    )),
+                });
             }
         }
         ServicePools {
@@ -305,69 +375,4 @@ fn health_check(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool(lb: &str) -> Arc<UnitPool> {
-        let text = format!(
-            r#"
-[gateway]
-unit = "A"
-listen = ["127.0.0.1:1"]
-[routing]
-allow_empty_routes = true
-[[units]]
-name = "A"
-slots = ["0-9999"]
-[[services]]
-name = "s"
-lb = "{lb}"
-[services.instances]
-A = ["127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:1003"]
-"#
-        );
-        let config =
-            unitgate_config::parse(&text, std::path::Path::new(".")).expect("valid config");
-        let pools = ServicePools::build(&config.services[0], &[Arc::from("A")], None);
-        Arc::new(UnitPool::new(
-            &config.services[0].instances[0].addrs,
-            &config.services[0],
-            &pools.registry,
-        ))
-    }
-
-    fn port(a: Option<SocketAddr>) -> u16 {
-        a.map_or(0, |a| a.port())
-    }
-
-    #[test]
-    fn round_robin_visits_every_instance_in_turn_and_skips_refused() {
-        let p = pool("round_robin");
-        let picks: Vec<u16> = (0..6).map(|_| port(p.select(b"", 0, |_| true))).collect();
-        assert_eq!(picks[..3], picks[3..], "a cycle: {picks:?}");
-        let mut cycle = picks[..3].to_vec();
-        cycle.sort_unstable();
-        assert_eq!(cycle, [1001, 1002, 1003]);
-        for _ in 0..6 {
-            assert_ne!(port(p.select(b"", 0, |a| a.port() != 1002)), 1002);
-        }
-        assert_eq!(p.select(b"", 0, |_| false), None);
-    }
-
-    #[test]
-    fn ejected_instances_are_skipped_by_every_policy() {
-        for lb in ["round_robin", "random", "consistent_hash"] {
-            let p = pool(lb);
-            let cfg = unitgate_config::Outlier {
-                consecutive_failures: 1,
-                eject: Duration::from_secs(30),
-            };
-            let ejected = p.passive[1].record(&cfg, 0, false, || true);
-            assert!(ejected.is_some(), "{lb}: ejected");
-            for i in 0..20u8 {
-                let got = port(p.select(&[i], 1, |_| true));
-                assert!(got == 1001 || got == 1003, "{lb}: picked {got}");
-            }
-        }
-    }
-}
+mod tests;

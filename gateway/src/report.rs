@@ -37,7 +37,9 @@ pub fn health(snap: &Snapshot) -> Value {
                         .iter()
                         .map(|a| {
                             json!({"instance": a.to_string(), "healthy": pool.is_healthy(a),
-                                   "ejected": pool.is_ejected(a, now)})
+                                   "ejected": pool.is_ejected(a, now),
+                                   "weight": pool.weight(a), "backup": pool.is_backup(a),
+                                   "in_flight": pool.in_flight(a)})
                         })
                         .collect();
                     let attempts: serde_json::Map<String, Value> = Outcome::ALL

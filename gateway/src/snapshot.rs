@@ -143,7 +143,7 @@ impl ServiceState {
             .by_unit
             .iter()
             .flatten()
-            .flat_map(|p| p.passive.iter())
+            .flat_map(|p| p.passives())
             .filter(|h| h.is_ejected(now_ms))
             .count();
         ejected + 1 < self.instance_count
@@ -225,7 +225,7 @@ impl Snapshot {
                     outlier: svc.outlier.clone(),
                     candidates,
                     local_only,
-                    instance_count: svc.instances.iter().map(|u| u.addrs.len()).sum(),
+                    instance_count: svc.instances.iter().map(|u| u.instances.len()).sum(),
                     crossings,
                 }
             })

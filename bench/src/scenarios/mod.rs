@@ -12,6 +12,7 @@ pub mod redis_kill;
 pub mod reload;
 pub mod results;
 pub mod routes;
+pub mod slow_instance;
 pub mod timeline;
 
 use std::time::Duration;

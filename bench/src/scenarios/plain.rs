@@ -24,6 +24,10 @@ pub struct PlainArgs {
     /// whole unit-routing path runs (compare with plain `unitgate`).
     #[arg(long, conflicts_with = "no_unitgate")]
     pub sharded: bool,
+    /// Also run `unitgate-least-conn`: plain unitgate with `lb = "least_conn"`
+    /// (compare with plain `unitgate`, round robin; the target is within 2%).
+    #[arg(long, conflicts_with = "no_unitgate")]
+    pub least_conn: bool,
     /// Leave unitgate out (direct, nginx, haproxy and the floor only).
     #[arg(long, conflicts_with = "unitgate")]
     pub no_unitgate: bool,
@@ -42,6 +46,7 @@ pub fn results_section(common: &Common) -> Result<Section> {
     section(&PlainArgs {
         common: common.clone(),
         sharded: true,
+        least_conn: true,
         no_unitgate: false,
         no_haproxy: false,
     })
@@ -96,6 +101,12 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
                         variant: Variant::Sharded,
                     }));
                 }
+                if args.least_conn {
+                    contenders.push(Box::new(Unitgate {
+                        bin: bin.clone(),
+                        variant: Variant::LeastConn,
+                    }));
+                }
                 contenders.push(Box::new(Unitgate {
                     bin,
                     variant: Variant::Local,
@@ -131,6 +142,16 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
                 ug / ft
             ));
         }
+    }
+    if let (Ok(lc), Ok(rr)) = (
+        common::cpu_of(&rows, "unitgate-least-conn"),
+        common::cpu_of(&rows, "unitgate"),
+    ) {
+        targets.push(common::target(
+            "plain unitgate least_conn / round_robin, CPU per request",
+            lc / rr,
+            1.02,
+        ));
     }
     let md = bench.report_markdown(&ReportParts {
         title: "unitgate bench: plain proxy".into(),

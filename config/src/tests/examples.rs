@@ -31,7 +31,7 @@ fn two_units_example_shape() {
     assert_eq!(c.units.len(), 2);
     assert_eq!(c.routing.signing_keys.len(), 2);
     let s = &c.services[0];
-    assert!(s.instances.iter().all(|i| i.addrs.len() == 2) && s.instances.len() == 2);
+    assert!(s.instances.iter().all(|i| i.instances.len() == 2) && s.instances.len() == 2);
     assert!(s.outlier.is_some() && s.circuit_breaker.is_some());
     assert!(c.routes.iter().any(|r| r.fallback.is_some()));
 }

@@ -2,6 +2,7 @@
 //! one error expected (path and message) is the only one reported, so a test
 //! cannot pass on an unrelated mistake.
 
+mod balancing;
 mod examples;
 mod fleet;
 mod gateway;

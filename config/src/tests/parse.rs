@@ -52,9 +52,9 @@ fn design_example_parses_and_validates() {
     let s = &c.services[0];
     assert_eq!(s.connect_timeout, Duration::from_millis(200));
     assert_eq!(
-        s.instances_in(b),
-        &[
-            "127.0.0.1:9101".parse().expect("a"),
+        s.instances_in(b).iter().map(|i| i.addr).collect::<Vec<_>>(),
+        [
+            "127.0.0.1:9101".parse::<std::net::SocketAddr>().expect("a"),
             "127.0.0.1:9102".parse().expect("a")
         ]
     );

@@ -18,7 +18,7 @@ fn with_units_ab() -> RawConfig {
 fn set_instances(raw: &mut RawConfig, unit: &str, addrs: &[&str]) {
     raw.services[0]
         .instances
-        .insert(unit.into(), addrs.iter().map(|a| a.to_string()).collect());
+        .insert(unit.into(), addrs.iter().map(|a| (*a).into()).collect());
 }
 
 #[test]
@@ -30,7 +30,7 @@ fn instances_only_units_with_instances_in_unit_order() {
     let c = valid(&raw);
     let i = &c.services[0].instances;
     assert_eq!(i.len(), 1);
-    assert_eq!((i[0].unit, i[0].addrs.len()), (1, 2));
+    assert_eq!((i[0].unit, i[0].instances.len()), (1, 2));
     set_instances(&mut raw, "A", &["10.0.0.1:80"]);
     let units: Vec<usize> = valid(&raw).services[0]
         .instances
@@ -91,10 +91,12 @@ fn lb_and_timeouts() {
     raw.services[0].lb = "consistent_hash".into();
     assert_eq!(valid(&raw).services[0].lb, LbPolicy::ConsistentHash);
     raw.services[0].lb = "least_conn".into();
+    assert_eq!(valid(&raw).services[0].lb, LbPolicy::LeastConn);
+    raw.services[0].lb = "ip_hash".into();
     assert_only_error(
         &raw,
         "services[0].lb",
-        "expected one of round_robin, random, consistent_hash",
+        "expected one of round_robin, random, consistent_hash, least_conn",
     );
     raw.services[0].lb = "random".into();
     raw.services[0].connect_timeout_ms = 0;

@@ -5,8 +5,11 @@ use std::time::Duration;
 use super::{check, Cx};
 use crate::raw::{RawCircuitBreaker, RawHealth, RawOutlier, RawService};
 use crate::typed::{
-    CircuitBreaker, HealthCheck, HealthKind, LbPolicy, Outlier, Service, UnitInstances,
+    CircuitBreaker, HealthCheck, HealthKind, Instance, LbPolicy, Outlier, Service, UnitInstances,
 };
+
+/// The largest instance weight: a 100:1 split is already extreme.
+pub(crate) const MAX_INSTANCE_WEIGHT: u32 = 100;
 
 /// Health checks more often than this would be a load test, not a check.
 const MIN_HEALTH_INTERVAL_MS: u64 = 10;
@@ -30,6 +33,7 @@ fn service(cx: &mut Cx<'_>, base: &str, s: &RawService) -> Service {
                 ("round_robin", LbPolicy::RoundRobin),
                 ("random", LbPolicy::Random),
                 ("consistent_hash", LbPolicy::ConsistentHash),
+                ("least_conn", LbPolicy::LeastConn),
             ],
         ),
     );
@@ -46,28 +50,53 @@ fn service(cx: &mut Cx<'_>, base: &str, s: &RawService) -> Service {
 
     let mut instances = Vec::new();
     let mut any_instance = false;
-    for (unit_name, addrs) in &s.instances {
+    for (unit_name, list) in &s.instances {
         let path = check::key_path(&format!("{base}.instances"), unit_name);
         let unit = cx.unit(&path, unit_name);
-        let mut parsed = Vec::new();
-        for (j, a) in addrs.iter().enumerate() {
+        let mut parsed: Vec<Instance> = Vec::new();
+        let mut all_backup = !list.is_empty();
+        for (j, raw) in list.iter().enumerate() {
             any_instance = true;
             let apath = format!("{path}[{j}]");
-            if let Some(addr) = cx.errs.check(&apath, check::socket_addr(a)) {
-                if parsed.contains(&addr) {
-                    cx.errs.push(
-                        apath,
-                        format!("duplicate instance {a:?} in unit {unit_name:?}"),
-                    );
-                } else {
-                    parsed.push(addr);
-                }
+            all_backup &= raw.backup;
+            if !(1..=MAX_INSTANCE_WEIGHT).contains(&raw.weight) {
+                cx.errs.push(
+                    format!("{apath}.weight"),
+                    format!("must be 1 to {MAX_INSTANCE_WEIGHT}"),
+                );
             }
+            // A table without `addr` reads as "".
+            if raw.addr.is_empty() {
+                cx.errs
+                    .push(format!("{apath}.addr"), "required: the instance's IP:port");
+                continue;
+            }
+            let Some(addr) = cx.errs.check(&apath, check::socket_addr(&raw.addr)) else {
+                continue;
+            };
+            if parsed.iter().any(|p| p.addr == addr) {
+                cx.errs.push(
+                    apath,
+                    format!("duplicate instance {:?} in unit {unit_name:?}", raw.addr),
+                );
+            } else {
+                parsed.push(Instance {
+                    addr,
+                    weight: raw.weight.clamp(1, MAX_INSTANCE_WEIGHT),
+                    backup: raw.backup,
+                });
+            }
+        }
+        if all_backup {
+            cx.errs.push(
+                &path,
+                "every instance of the unit is a backup: at least one must not be",
+            );
         }
         if let (Some(unit), false) = (unit, parsed.is_empty()) {
             instances.push(UnitInstances {
                 unit,
-                addrs: parsed,
+                instances: parsed,
             });
         }
     }

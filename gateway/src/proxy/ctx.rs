@@ -85,6 +85,10 @@ pub struct AttemptCtx {
     pub connect_failures: u32,
     /// Extra attempts after a failure once the request had reached a backend.
     pub retries: u32,
+    /// Counts the current attempt in its instance's in-flight requests
+    /// (`least_conn`, `/admin/v1/health`) until the next attempt or the end
+    /// of the request, however it ends.
+    pub in_flight: Option<crate::pool::InFlight>,
 }
 
 struct InflightGuard;

@@ -1,5 +1,6 @@
 //! Choosing the upstream: candidate units in order (skipping open circuits), a
-//! ready instance inside each (healthy, not ejected, not yet tried), outcome
+//! ready instance inside each (healthy, not ejected, not yet tried; primaries
+//! first, then the unit's backups), outcome
 //! recording for ejection and breakers, and the retry rules of DESIGN.md
 //! "Failover and retries".
 
@@ -31,6 +32,8 @@ pub fn pick_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     let svc_conf = &snap.config.services[rc.service];
     let now = clock::now_ms();
     let attempts = &mut ctx.attempts;
+    // The previous attempt, if any, is over: it no longer loads its instance.
+    attempts.in_flight = None;
     let candidates = svc.candidates_for(unit.placement, unit.hop_limited);
     for (pos, &u) in candidates.iter().enumerate().skip(attempts.unit_pos) {
         let Some(pool) = svc.pools.pool(u) else {
@@ -45,7 +48,8 @@ pub fn pick_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
             continue;
         }
         let tried = &attempts.tried;
-        let Some(addr) = pool.select(&rc.hash_key, now, |a| !tried.contains(a)) else {
+        // Primaries, then the unit's backups, before the next unit.
+        let Some(i) = pool.pick(&rc.hash_key, now, |a| !tried.contains(a)) else {
             if admission == Admission::Probe {
                 if let Some(b) = &pool.breaker {
                     b.release_probe();
@@ -53,6 +57,8 @@ pub fn pick_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
             }
             continue;
         };
+        let addr = pool.addrs[i];
+        attempts.in_flight = pool.start_attempt(i);
         attempts.unit_pos = pos;
         attempts.current = Some((u, addr));
         attempts.probe = admission == Admission::Probe;
