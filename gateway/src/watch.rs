@@ -33,9 +33,8 @@ pub struct ReloadService(pub Arc<ControlPlane>);
 impl BackgroundService for ReloadService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let control = self.0.clone();
-        let _watcher = control
-            .config_path()
-            .map(|_| start_watcher(control.clone()));
+        // SIGHUP first: until a handler is installed its default action ends
+        // the process, and "watching the config file" tells that both are up.
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             Ok(s) => Some(s),
@@ -44,6 +43,9 @@ impl BackgroundService for ReloadService {
                 None
             }
         };
+        let _watcher = control
+            .config_path()
+            .map(|_| start_watcher(control.clone()));
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
