@@ -564,6 +564,16 @@ async fn hop_limit_stops_a_second_crossing() {
     for a in &u.a {
         a.stop();
     }
+    // Stopping is asynchronous: wait until A's instances refuse connections.
+    for a in &u.a {
+        unitgate_tests::eventually("A's instance is down", Duration::from_secs(5), || async {
+            tokio::net::TcpStream::connect(a.addr)
+                .await
+                .is_err()
+                .then_some(())
+        })
+        .await;
+    }
     let r = u.gw.send(hop("42", "1")).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"], "unavailable");
