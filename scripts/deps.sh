@@ -5,6 +5,7 @@
 #   redis-server   the test suite's global rate-limit tests (with --test)
 #   etcd           the fleet store's tests (Debian's etcd-server 3.4; with --test)
 #   chromium       the web console's browser tests, headless (with --test)
+#   prometheus     for promtool: /metrics and deploy/'s alert rules are checked (with --test)
 # Debian/Ubuntu; uses sudo when not root.
 set -euo pipefail
 need=()
@@ -16,6 +17,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
   command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
     || need+=(chromium)
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing: ${need[*]}" >&2

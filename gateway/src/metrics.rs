@@ -355,6 +355,27 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
     let _ = writeln!(out, "unitgate_config_epoch {}", snap.config.routing.epoch);
     header(
         &mut out,
+        "unitgate_unit_state",
+        "gauge",
+        "1 for each unit's current state (active, draining or down).",
+    );
+    for u in &snap.config.units {
+        use unitgate_config::UnitState;
+        for (state, name) in [
+            (UnitState::Active, "active"),
+            (UnitState::Draining, "draining"),
+            (UnitState::Down, "down"),
+        ] {
+            let _ = writeln!(
+                out,
+                "unitgate_unit_state{{unit=\"{}\",state=\"{name}\"}} {}",
+                u.name,
+                u8::from(u.state == state)
+            );
+        }
+    }
+    header(
+        &mut out,
         "unitgate_redis_up",
         "gauge",
         "1 while the Redis of global limits answers (0 without [redis]).",

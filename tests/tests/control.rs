@@ -525,6 +525,20 @@ async fn unit_state_and_shardmap_changes_apply_on_the_next_request() {
     let r = f.user("42", "/orders").await;
     assert_eq!(r.unit(), "B", "A is down: its users cross at once");
     assert_eq!(r.json()["headers"]["x-unit-crossed-from"], "A");
+    let m = f.gw.metrics().await;
+    assert_eq!(
+        metric(&m, "unitgate_unit_state{unit=\"A\",state=\"down\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "unitgate_unit_state{unit=\"A\",state=\"active\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&m, "unitgate_unit_state{unit=\"B\",state=\"active\"}"),
+        Some(1.0)
+    );
     let r =
         f.gw.send(
             f.gw.admin(Method::PUT, "/admin/v1/units/C")
@@ -813,4 +827,42 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_pass_promtool_check_metrics() {
+    use std::io::Write;
+    let f = start("").await;
+    // Some traffic first, so every family has series.
+    for user in ["42", "7500"] {
+        assert_eq!(f.user(user, "/orders").await.status, 200);
+    }
+    assert_eq!(f.user("42", "/nowhere").await.status, 404);
+    let exposition = f.gw.metrics().await;
+    let mut child = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED: promtool not found ({e}); scripts/deps.sh --test installs it");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
