@@ -89,6 +89,14 @@ async fn connect_failure_moves_on_for_any_method() {
         assert_eq!((r.status, r.instance()), (200, "a2"), "{}", r.body);
     }
     assert_eq!(a2.served(), 9);
+    // Attempts retried and then served are counted, not warned about.
+    let warned: Vec<String> = gw
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("Fail to proxy"))
+        .map(str::to_owned)
+        .collect();
+    assert!(warned.is_empty(), "retried attempts logged: {warned:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use ctx::{Failure, RequestCtx, RouteCtx};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use respond::{send_degraded, send_error, ErrorCode};
 use std::sync::Arc;
@@ -450,6 +450,21 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
         }
         e
+    }
+
+    /// A failed attempt that will be retried is not a warning: the attempt
+    /// is counted (`unitgate_upstream_attempts_total`), a crossing is counted
+    /// and in the access log (`attempts`, `crossed`), and a request that
+    /// fails in the end is logged by pingora at ERROR. Kept at debug.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        tracing::debug!("attempt failed, retrying: {error}");
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
     }
 
     /// The request may have reached a backend: repeat it only when it is
