@@ -725,7 +725,11 @@ async fn access_log_is_one_json_object_per_request() {
             gw.client
                 .get(gw.url("/orders/9"))
                 .header("x-user-id", "7500")
-                .header("x-request-id", "log-me"),
+                .header("x-request-id", "log-me")
+                .header(
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
         )
         .await;
     assert_eq!(r.status, 200);
@@ -738,6 +742,7 @@ async fn access_log_is_one_json_object_per_request() {
     .await;
     assert_eq!(line["target"], "access", "{line}");
     assert_eq!(line["route"], "orders");
+    assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(line["status"], 200);
     assert_eq!(line["method"], "GET");
     assert_eq!(line["path"], "/orders/9");

@@ -260,3 +260,59 @@ async fn large_bodies_stream_both_ways() {
         "peak RSS grew by {grown_mib} MiB: bodies were buffered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_context_is_kept_with_a_new_parent_or_started() {
+    let a = backend("A", "a1").await;
+    let gw = GatewayProc::start(&simple_config(
+        &format!("A = [\"{}\"]", a.addr),
+        LOCAL_ROUTE,
+    ))
+    .await;
+    let parts = |v: &serde_json::Value| -> Vec<String> {
+        v.as_str()
+            .unwrap_or_else(|| panic!("no traceparent upstream: {v}"))
+            .split('-')
+            .map(str::to_owned)
+            .collect()
+    };
+    // Inbound: the same trace and flags, a new parent id; tracestate as sent.
+    let inbound = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = gw
+        .send(
+            gw.client
+                .get(gw.url("/x"))
+                .header("traceparent", inbound)
+                .header("tracestate", "congo=t61rcWkgMzE"),
+        )
+        .await;
+    let h = &r.json()["headers"];
+    let p = parts(&h["traceparent"]);
+    assert_eq!(p.len(), 4, "{h}");
+    assert_eq!(
+        (p[0].as_str(), p[1].as_str(), p[3].as_str()),
+        ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01")
+    );
+    assert_ne!(p[2], "00f067aa0ba902b7", "a new parent id for the hop");
+    assert_eq!(p[2].len(), 16);
+    assert_eq!(h["tracestate"], "congo=t61rcWkgMzE");
+    // None, or an invalid one: a new trace.
+    for header in [
+        None,
+        Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+    ] {
+        let mut req = gw.client.get(gw.url("/x"));
+        if let Some(v) = header {
+            req = req.header("traceparent", v);
+        }
+        let r = gw.send(req).await;
+        let p = parts(&r.json()["headers"]["traceparent"]);
+        assert_eq!(p.len(), 4);
+        assert_eq!(p[1].len(), 32);
+        assert!(
+            p[1].bytes().all(|b| b.is_ascii_hexdigit()) && p[1] != "0".repeat(32),
+            "{p:?}"
+        );
+        assert_eq!(p[3], "00");
+    }
+}

@@ -17,6 +17,8 @@ pub struct RequestCtx {
     /// The snapshot this request started on; it finishes on it.
     pub snapshot: Option<Arc<Snapshot>>,
     pub request_id: http::HeaderValue,
+    /// The W3C trace this request belongs to (inbound, or started here).
+    pub trace: super::trace::Trace,
     /// The path as the client sent it, when normalisation changed it (the
     /// request header carries the normal form): for the access log.
     pub raw_path: Option<Box<str>>,
@@ -117,6 +119,7 @@ impl RequestCtx {
             started: std::time::Instant::now(),
             snapshot: None,
             request_id: http::HeaderValue::from_static(""),
+            trace: super::trace::Trace { id: 0, flags: 0 },
             raw_path: None,
             body_bytes: 0,
             client_ip: None,

@@ -13,6 +13,7 @@ mod framing;
 pub mod normalize;
 pub mod request;
 pub mod respond;
+pub mod trace;
 mod upstream;
 
 use crate::limits::{self, Checked, LimitInput};
@@ -158,6 +159,7 @@ impl ProxyHttp for Gateway {
         crate::edge::head_complete(session.stream());
         let snap = self.snapshot.load_full();
         ctx.request_id = request::request_id(session.req_header());
+        ctx.trace = trace::Trace::of(session.req_header());
         client_connection(session, &snap.config.gateway);
         ctx.client_ip = session
             .client_addr()
@@ -577,6 +579,7 @@ impl ProxyHttp for Gateway {
                 let splits = snap.routes[rc.id].splits.as_ref()?;
                 Some(splits.choices.get(usize::from(rc.split))?.header.clone())
             });
+        upstream.insert_header(trace::TRACEPARENT, ctx.trace.header())?;
         forward::apply(
             upstream,
             forward::Added {
@@ -759,7 +762,8 @@ impl ProxyHttp for Gateway {
         let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let Some(snap) = &ctx.snapshot else {
             tracing::info!(target: "access", request_id = ctx.request_id_str(), client,
-                method = %req.method, path, status, duration_ms);
+                method = %req.method, path, status, duration_ms,
+                trace_id = %format_args!("{:032x}", ctx.trace.id));
             return;
         };
         let name = |u: Option<usize>| u.map_or("", |u| &*snap.unit_names[u]);
@@ -775,6 +779,7 @@ impl ProxyHttp for Gateway {
         tracing::info!(
             target: "access",
             request_id = ctx.request_id_str(),
+            trace_id = %format_args!("{:032x}", ctx.trace.id),
             client,
             method = %req.method,
             path,
