@@ -227,15 +227,7 @@ async fn pipelined_requests_are_all_answered_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_keepalive_connections_are_closed_after_the_idle_timeout() {
-    let a = backend("A", "a1").await;
-    let config = unitgate_tests::two_units_config(
-        "client_idle_timeout_ms = 1000",
-        "",
-        &format!("A = [\"{}\"]", a.addr),
-        "",
-        unitgate_tests::LOCAL_ROUTE,
-    );
-    let gw = GatewayProc::start(&config).await;
+    let (gw, _a) = start_local("client_idle_timeout_ms = 1000").await;
     let mut s = tokio::net::TcpStream::connect(gw.listen)
         .await
         .expect("connect");
@@ -462,15 +454,7 @@ async fn connection_nominations_never_remove_what_the_gateway_sets() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_heads_over_max_header_bytes_get_431() {
-    let a = backend("A", "a1").await;
-    let config = unitgate_tests::two_units_config(
-        "max_header_bytes = 8192",
-        "",
-        &format!("A = [\"{}\"]", a.addr),
-        "",
-        unitgate_tests::LOCAL_ROUTE,
-    );
-    let gw = GatewayProc::start(&config).await;
+    let (gw, a) = start_local("max_header_bytes = 8192").await;
     let big = "v".repeat(10_000);
     let req = format!("GET /x HTTP/1.1\r\nHost: gw.test\r\nX-Big: {big}\r\n\r\n");
     let (r, closed) = raw_then_closed(gw.listen, &req).await;
@@ -482,17 +466,23 @@ async fn request_heads_over_max_header_bytes_get_431() {
     assert_eq!(r.status, 200, "a small head is served");
 }
 
-/// A gateway with a one-second `client_header_timeout_ms`.
-async fn start_with_header_timeout() -> (GatewayProc, unitgate_tests::EchoServer) {
+/// A gateway with one local route to one backend and `gateway_extra` in
+/// its `[gateway]` section.
+async fn start_local(gateway_extra: &str) -> (GatewayProc, unitgate_tests::EchoServer) {
     let a = backend("A", "a1").await;
     let config = unitgate_tests::two_units_config(
-        "client_header_timeout_ms = 1000",
+        gateway_extra,
         "",
         &format!("A = [\"{}\"]", a.addr),
         "",
         unitgate_tests::LOCAL_ROUTE,
     );
     (GatewayProc::start(&config).await, a)
+}
+
+/// A gateway with a one-second `client_header_timeout_ms`.
+async fn start_with_header_timeout() -> (GatewayProc, unitgate_tests::EchoServer) {
+    start_local("client_header_timeout_ms = 1000").await
 }
 
 /// Trickles `head` one byte per `gap` until the gateway closes the
@@ -729,15 +719,7 @@ async fn running_out_of_descriptors_marks_no_instance_unhealthy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_over_max_connections_wait_their_turn() {
-    let a = backend("A", "a1").await;
-    let config = unitgate_tests::two_units_config(
-        "max_connections = 2",
-        "",
-        &format!("A = [\"{}\"]", a.addr),
-        "",
-        unitgate_tests::LOCAL_ROUTE,
-    );
-    let gw = GatewayProc::start(&config).await;
+    let (gw, _a) = start_local("max_connections = 2").await;
     let req = b"GET /x HTTP/1.1\r\nHost: gw.test\r\n\r\n";
     // Two keep-alive connections in service.
     let mut held = Vec::new();
