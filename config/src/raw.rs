@@ -26,6 +26,9 @@ pub struct RawConfig {
     /// Absent = `kind = "file"` with every default (and nothing written back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<RawStore>,
+    /// `[tls]`: certificates of the TLS listeners. Per process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
     #[serde(default)]
     pub routing: RawRouting,
     #[serde(default)]
@@ -49,6 +52,12 @@ pub struct RawGateway {
     pub unit: String,
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
+    /// TLS listeners (ALPN h2 and http/1.1); certificates from `[tls]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen_tls: Vec<String>,
+    /// Plain listeners also accept prior-knowledge HTTP/2. Default true.
+    #[serde(default = "default_true")]
+    pub h2c: bool,
     /// `None` = `std::thread::available_parallelism()`, resolved at validation so
     /// writing the file back does not pin this machine's core count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +87,8 @@ impl Default for RawGateway {
         Self {
             unit: String::new(),
             listen: default_listen(),
+            listen_tls: Vec::new(),
+            h2c: true,
             threads: None,
             grace_period_secs: default_grace_period_secs(),
             trusted_peers: Vec::new(),
@@ -241,6 +252,49 @@ pub struct RawService {
     /// Instances given by host name are re-resolved this often. Default 5000, >= 100.
     #[serde(default = "default_dns_refresh_ms")]
     pub dns_refresh_ms: u64,
+    /// `http1` (default) | `h2` (TLS with ALPN h2) | `h2c` (cleartext HTTP/2).
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// TLS to the instances (implied by `protocol = "h2"`).
+    #[serde(default)]
+    pub tls: bool,
+    /// Server name sent and verified; default the instance's address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tls_sni: String,
+    /// Verify instances against this CA (PEM); default the system roots.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca_file: String,
+    /// Upgraded (WebSocket) streams are closed after this long idle. Default 300000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+/// `[tls]`: the TLS listeners' certificates, chosen by SNI.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// `"1.2"` (default) or `"1.3"`.
+    #[serde(default = "default_tls_min_version")]
+    pub min_version: String,
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    /// Clients presenting a certificate from this CA (PEM) are trusted peers
+    /// (other units' gateways), as `gateway.trusted_peers` trusts by address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trusted_peer_ca: String,
+}
+
+/// One `[[tls.certificates]]` entry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    #[serde(default)]
+    pub cert_file: String,
+    #[serde(default)]
+    pub key_file: String,
+    /// SNI names (exact or `*.suffix`); empty = the default certificate.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// One instance of `[services.instances]`: a string `"IP:port"` or a table
@@ -533,6 +587,18 @@ pub struct RawRedis {
 
 // Defaults. Keep in step with docs/config.md.
 
+fn default_true() -> bool {
+    true
+}
+fn default_protocol() -> String {
+    "http1".to_owned()
+}
+fn default_idle_timeout_ms() -> u64 {
+    300_000
+}
+fn default_tls_min_version() -> String {
+    "1.2".to_owned()
+}
 fn default_listen() -> Vec<String> {
     vec!["127.0.0.1:8080".to_owned()]
 }

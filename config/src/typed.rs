@@ -35,6 +35,8 @@ pub struct Config {
     /// Verifiers in name order (the `[jwt.<name>]` tables sorted).
     pub jwt: Vec<JwtVerifier>,
     pub redis: Option<Redis>,
+    /// `[tls]`; `None` when absent (then `gateway.listen_tls` must be empty).
+    pub tls: Option<Tls>,
     /// The file this was validated from, for the admin API to edit and write back.
     pub raw: RawConfig,
 }
@@ -70,6 +72,10 @@ pub struct Gateway {
     /// The unit this gateway runs in.
     pub unit: UnitId,
     pub listen: Vec<SocketAddr>,
+    /// TLS listeners (certificates from `[tls]`).
+    pub listen_tls: Vec<SocketAddr>,
+    /// Plain listeners also accept prior-knowledge HTTP/2.
+    pub h2c: bool,
     pub threads: usize,
     pub grace_period: Duration,
     /// Peers whose inbound `x-unit-*` headers are honoured.
@@ -124,6 +130,7 @@ pub struct LocalConfig {
     pub gateway: Gateway,
     pub admin: Option<Admin>,
     pub store: Store,
+    pub tls: Option<Tls>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -268,6 +275,66 @@ pub struct Service {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// Instances given by host name are re-resolved this often (default 5 s, >= 100 ms).
     pub dns_refresh: Duration,
+    pub protocol: Protocol,
+    /// `Some` when the instances are reached over TLS.
+    pub tls: Option<UpstreamTls>,
+    /// Upgraded (WebSocket) streams are closed after this long idle.
+    pub idle_timeout: Duration,
+}
+
+/// `services.protocol`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 over TLS (ALPN).
+    H2,
+    /// Cleartext HTTP/2 with prior knowledge (gRPC backends).
+    H2c,
+}
+
+/// TLS to a service's instances.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamTls {
+    /// Empty: each instance's IP address is the name sent and verified.
+    pub sni: String,
+    /// DER certificates of `ca_file`; `None` = the system roots.
+    pub ca: Option<Vec<Vec<u8>>>,
+}
+
+/// `[tls]`, validated: every certificate read, parsed and matched to its key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tls {
+    pub min_version: TlsVersion,
+    pub certificates: Vec<Certificate>,
+    /// DER certificates of `trusted_peer_ca`.
+    pub trusted_peer_ca: Option<Vec<Vec<u8>>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+/// One certificate with its key, ready for the handshake.
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    pub cert_file: String,
+    pub key_file: String,
+    /// Lowercase SNI names, exact or `*.suffix`; empty = the default.
+    pub hosts: Vec<String>,
+    pub key: std::sync::Arc<rustls::sign::CertifiedKey>,
+    /// The leaf's notAfter, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl PartialEq for Certificate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert_file == other.cert_file
+            && self.key_file == other.key_file
+            && self.hosts == other.hosts
+            && self.key.cert == other.key.cert
+    }
 }
 
 impl Service {

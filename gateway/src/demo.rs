@@ -17,6 +17,8 @@ use std::sync::{mpsc, Arc, Mutex};
 
 pub struct DemoOptions {
     pub listen: SocketAddr,
+    /// HTTPS (h2 and http/1.1) with a self-signed certificate made at start.
+    pub listen_tls: SocketAddr,
     pub admin_listen: SocketAddr,
     pub control_listen: SocketAddr,
 }
@@ -115,10 +117,11 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
         .to_str()
         .unwrap_or_default()
         .to_owned();
-    let text = config_text(&opts, &addrs, &token);
+    let cert = demo_certificate()?;
+    let text = config_text(&opts, &addrs, &token, &cert);
     let config = unitgate_config::parse(&text, std::path::Path::new("."))
         .map_err(|e| format!("embedded demo config is invalid:\n{e}"))?;
-    print_tour(&opts, &token);
+    print_tour(&opts, &token, &cert);
     crate::server::run(config, None).map_err(|e| e.to_string())
 }
 
@@ -182,12 +185,40 @@ async fn control_request(
     Ok(resp)
 }
 
-fn config_text(opts: &DemoOptions, a: &[SocketAddr], token: &str) -> String {
+/// The demo's certificate: self-signed for localhost and 127.0.0.1, made
+/// now (rcgen) and written beside nothing but a temporary directory.
+pub struct DemoCert {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+}
+
+fn demo_certificate() -> Result<DemoCert, String> {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let c =
+        rcgen::generate_simple_self_signed(names).map_err(|e| format!("demo certificate: {e}"))?;
+    let dir = std::env::temp_dir().join(format!("unitgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let cert = DemoCert {
+        cert_file: dir.join("demo-cert.pem"),
+        key_file: dir.join("demo-key.pem"),
+    };
+    std::fs::write(&cert.cert_file, c.cert.pem()).map_err(|e| e.to_string())?;
+    std::fs::write(&cert.key_file, c.key_pair.serialize_pem()).map_err(|e| e.to_string())?;
+    Ok(cert)
+}
+
+fn config_text(opts: &DemoOptions, a: &[SocketAddr], token: &str, cert: &DemoCert) -> String {
     format!(
         r#"
+[tls]
+[[tls.certificates]]
+cert_file = "{cert_file}"
+key_file = "{key_file}"
+
 [gateway]
 unit = "A"
 listen = ["{listen}"]
+listen_tls = ["{listen_tls}"]
 threads = 2
 grace_period_secs = 2
 expose_unit_headers = true
@@ -260,6 +291,9 @@ service = "echo"
 placement = "sharded"
 "#,
         listen = opts.listen,
+        listen_tls = opts.listen_tls,
+        cert_file = cert.cert_file.display(),
+        key_file = cert.key_file.display(),
         admin = opts.admin_listen,
         a1 = a[0],
         a2 = a[1],
@@ -270,15 +304,18 @@ placement = "sharded"
     )
 }
 
-fn print_tour(opts: &DemoOptions, token: &str) {
+fn print_tour(opts: &DemoOptions, token: &str, cert: &DemoCert) {
     let l = opts.listen;
+    let tls = opts.listen_tls;
+    let ca = cert.cert_file.display();
+    let tls_port = tls.port();
     let adm = opts.admin_listen;
     let ctl = opts.control_listen;
     println!(
         r#"unitgate demo: this gateway runs in unit A. Unit A owns slots 0-4999, unit B 5000-9999;
 each unit has two echo instances. Responses show x-unit-home / x-unit-served.
 
-  data plane    http://{l}
+  data plane    http://{l}   https://{tls} (HTTP/2 and 1.1; self-signed, {ca})
   admin API     http://{adm}   (token: {token})
   console       http://{adm}/ui/#token={token}
   demo control  http://{ctl}   (stop/start a unit's instances)
@@ -287,6 +324,9 @@ Unit routing (the key is x-user-id, else cookie uid, else query uid):
   curl -si http://{l}/orders -H 'x-user-id: 42'      # slot 42   -> home A
   curl -si http://{l}/orders -H 'x-user-id: 7500'    # slot 7500 -> home B
   curl -si http://{l}/orders?uid=alice               # crc32("alice") % 10000 -> its home
+Over HTTPS, HTTP/2 (the same routing, cookie and errors):
+  curl -si --cacert {ca} https://localhost:{tls_port}/orders -H 'x-user-id: 42'
+  curl -s --cacert {ca} --http2 https://localhost:{tls_port}/orders -o /dev/null -w '%{{http_version}}\n'   # 2
 The routing cookie (anonymous users stay on one slot):
   curl -si http://{l}/orders | grep -i set-cookie    # ug_route=1.<slot>.<epoch>.<expires>.<kid>.<sig>
   curl -si http://{l}/orders -b 'ug_route=<value from above>'   # same unit, no new cookie

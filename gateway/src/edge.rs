@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::snapshot::SharedSnapshot;
+use crate::tls::TlsStream;
 
 /// Waiting for a head: the deadline runs.
 const HEAD: u8 = 0;
@@ -67,6 +68,12 @@ impl HeadDeadline {
         }
     }
 
+    /// The connection no longer has request heads to time (HTTP/2).
+    pub fn serve_forever(&mut self) {
+        self.phase.store(SERVING, Ordering::Relaxed);
+        self.timer = None;
+    }
+
     fn arm(&mut self) {
         let at = Instant::now() + self.timeout;
         match &mut self.timer {
@@ -77,7 +84,9 @@ impl HeadDeadline {
 }
 
 fn of(stream: Option<&Stream>) -> Option<&HeadDeadline> {
-    stream?.as_any().downcast_ref::<HeadDeadline>()
+    let any = stream?.as_any();
+    any.downcast_ref::<HeadDeadline>()
+        .or_else(|| any.downcast_ref::<TlsStream>().map(TlsStream::head))
 }
 
 /// The request head is complete: stop its deadline.
@@ -221,23 +230,37 @@ impl Peek for HeadDeadline {
     }
 }
 
-/// The data-plane app: pingora's proxy behind the head deadline and the
-/// connection limit.
+/// The data-plane app: pingora's proxy behind the head deadline, the
+/// connection limit and, on TLS listeners, the TLS handshake.
 pub struct Edge<A> {
     pub proxy: Arc<A>,
     pub snapshot: SharedSnapshot,
-    /// `gateway.max_connections` (read at start): connections over it are
-    /// held, unread, until one in service closes.
+    /// `gateway.max_connections` (read at start), shared by the plain and
+    /// the TLS listeners: connections over it are held, unread, until one
+    /// in service closes.
     pub limit: Option<Arc<tokio::sync::Semaphore>>,
+    /// This app serves `gateway.listen_tls`: handshake first.
+    pub tls: bool,
 }
 
 impl<A> Edge<A> {
-    pub fn new(proxy: A, snapshot: SharedSnapshot) -> Self {
+    pub fn new(proxy: Arc<A>, snapshot: SharedSnapshot) -> Self {
         let max = snapshot.load().config.gateway.max_connections;
         Edge {
-            proxy: Arc::new(proxy),
+            proxy,
             snapshot,
             limit: (max > 0).then(|| Arc::new(tokio::sync::Semaphore::new(max as usize))),
+            tls: false,
+        }
+    }
+
+    /// The same app for the TLS listeners, sharing the connection limit.
+    pub fn for_tls(&self) -> Self {
+        Edge {
+            proxy: self.proxy.clone(),
+            snapshot: self.snapshot.clone(),
+            limit: self.limit.clone(),
+            tls: true,
         }
     }
 }
@@ -253,8 +276,26 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
             Some(limit) => Some(limit.clone().acquire_owned().await.ok()?),
             None => None,
         };
-        let timeout = self.snapshot.load().config.gateway.client_header_timeout;
-        let stream: Stream = Box::new(HeadDeadline::new(stream, timeout));
+        let snap = self.snapshot.load_full();
+        let timeout = snap.config.gateway.client_header_timeout;
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+        let head = HeadDeadline::new(stream, timeout);
+        let stream: Stream = if self.tls {
+            // The handshake's reads run under the head deadline.
+            let config = snap.tls.clone()?;
+            drop(snap);
+            match tokio_rustls::TlsAcceptor::from(config).accept(head).await {
+                Ok(s) => Box::new(TlsStream::new(s)),
+                Err(e) => {
+                    crate::tls::handshake_failed(peer, &e);
+                    return None;
+                }
+            }
+        } else {
+            Box::new(head)
+        };
         self.proxy.process_new(stream, shutdown).await
     }
 

@@ -23,5 +23,6 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod split;
+pub mod tls;
 pub mod unit;
 pub mod watch;

@@ -72,6 +72,9 @@ enum Command {
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// HTTPS with a self-signed certificate generated at start.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen_tls: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9900")]
         admin_listen: SocketAddr,
         /// Demo-only switch to stop/start a unit's echo instances.
@@ -201,6 +204,13 @@ fn check(config: &Path, fleet: Option<&Path>) -> ExitCode {
             Err(e) => return fail(e.into_iter().map(|e| (config, e)).collect()),
         },
     };
+    let tls = match &checked {
+        Checked::Local(l) => l.tls.as_ref(),
+        Checked::Full(c) => c.tls.as_ref(),
+    };
+    for w in tls.map(unitgate::tls::expiry_warnings).unwrap_or_default() {
+        eprintln!("{}: warning: {w}", config.display());
+    }
     match checked {
         Checked::Local(l) => {
             let prefix = match &l.store.kind {
@@ -304,10 +314,12 @@ fn main() -> ExitCode {
         }
         Command::Demo {
             listen,
+            listen_tls,
             admin_listen,
             control_listen,
         } => match unitgate::demo::run(unitgate::demo::DemoOptions {
             listen,
+            listen_tls,
             admin_listen,
             control_listen,
         }) {

@@ -346,6 +346,9 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
         out,
         "unitgate_config_reloads_total{{result=\"error\"}} {err}"
     );
+    if let Some(tls) = &snap.config.tls {
+        render_tls(&mut out, tls);
+    }
     header(
         &mut out,
         "unitgate_config_epoch",
@@ -387,6 +390,43 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
 }
 
 /// The store, the fleet's gateways and the current migration.
+/// Certificate expiry per SNI name (`default` for the entry without
+/// names) and failed handshakes.
+fn render_tls(out: &mut String, tls: &unitgate_config::Tls) {
+    header(
+        out,
+        "unitgate_tls_cert_expiry_seconds",
+        "gauge",
+        "Seconds until the certificate served for the host expires (negative: expired).",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for c in &tls.certificates {
+        let left = c.not_after - now;
+        if c.hosts.is_empty() {
+            let _ = writeln!(
+                out,
+                "unitgate_tls_cert_expiry_seconds{{host=\"default\"}} {left}"
+            );
+        }
+        for h in &c.hosts {
+            let _ = writeln!(
+                out,
+                "unitgate_tls_cert_expiry_seconds{{host=\"{h}\"}} {left}"
+            );
+        }
+    }
+    header(
+        out,
+        "unitgate_tls_handshake_errors_total",
+        "counter",
+        "Client TLS handshakes that failed (no certificate for the name, protocol mismatch, timeout).",
+    );
+    let n = crate::tls::HANDSHAKE_ERRORS.load(Ordering::Relaxed);
+    let _ = writeln!(out, "unitgate_tls_handshake_errors_total {n}");
+}
+
 fn render_fleet(out: &mut String, control: &ControlPlane) {
     use crate::control::Source;
     use crate::fleet::migration::{State, CURRENT_STATE};

@@ -342,14 +342,44 @@ impl ServicePools {
     }
 }
 
+/// The service's health check. Over TLS without `tls_sni` each instance is
+/// checked under its own address as the name, as requests reach it.
 fn health_check(
     service: &Service,
     kind: &HealthKind,
 ) -> Box<dyn pingora::lb::health_check::HealthCheck + Send + Sync> {
+    match &service.tls {
+        Some(t) if t.sni.is_empty() => Box::new(PerInstanceCheck {
+            service: service.clone(),
+            kind: kind.clone(),
+            checks: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }),
+        _ => check_for(service, kind, ""),
+    }
+}
+
+/// A health check for `service`'s instances; `sni` when TLS has no `tls_sni`.
+fn check_for(
+    service: &Service,
+    kind: &HealthKind,
+    sni: &str,
+) -> Box<dyn pingora::lb::health_check::HealthCheck + Send + Sync> {
     let h = &service.health;
+    let upstream = crate::snapshot::Upstream::new(service);
+    let sni = match &service.tls {
+        Some(t) if !t.sni.is_empty() => t.sni.as_str(),
+        Some(_) => sni,
+        None => "",
+    };
     match kind {
         HealthKind::Http { path } => {
-            let mut hc = HttpHealthCheck::new("localhost", false);
+            let host = if sni.is_empty() { "localhost" } else { sni };
+            let mut hc = HttpHealthCheck::new(host, service.tls.is_some());
+            // Same protocol and CA as the requests.
+            let placeholder: SocketAddr = ([0, 0, 0, 0], 1).into();
+            let mut template = upstream.peer(placeholder);
+            template.sni = sni.to_owned();
+            hc.peer_template = template;
             match path.parse() {
                 Ok(uri) => hc.req.set_uri(uri),
                 Err(e) => tracing::error!(service = %service.name, "health path {path:?}: {e}"),
@@ -365,11 +395,63 @@ fn health_check(
             Box::new(hc)
         }
         HealthKind::Tcp | HealthKind::None => {
-            let mut hc = TcpHealthCheck::new();
+            let mut hc = if service.tls.is_some() {
+                TcpHealthCheck::new_tls(sni)
+            } else {
+                TcpHealthCheck::new()
+            };
+            hc.peer_template.options.ca = upstream.ca.clone();
             hc.peer_template.options.connection_timeout = Some(h.timeout);
             hc.consecutive_failure = h.unhealthy_after as usize;
             hc.consecutive_success = h.healthy_after as usize;
             hc
+        }
+    }
+}
+
+/// One check per instance, each verifying the instance under its own IP.
+struct PerInstanceCheck {
+    service: Service,
+    kind: HealthKind,
+    checks: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            Arc<dyn pingora::lb::health_check::HealthCheck + Send + Sync>,
+        >,
+    >,
+}
+
+impl PerInstanceCheck {
+    fn of(
+        &self,
+        target: &Backend,
+    ) -> Arc<dyn pingora::lb::health_check::HealthCheck + Send + Sync> {
+        let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        let key = target.addr.to_string();
+        let ip = target
+            .addr
+            .as_inet()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        checks
+            .entry(key)
+            .or_insert_with(|| Arc::from(check_for(&self.service, &self.kind, &ip)))
+            .clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora::lb::health_check::HealthCheck for PerInstanceCheck {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        self.of(target).check(target).await
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        let h = &self.service.health;
+        if success {
+            h.healthy_after as usize
+        } else {
+            h.unhealthy_after as usize
         }
     }
 }

@@ -63,9 +63,15 @@ pub fn run_with(
     // Bind-check the data-plane addresses so a taken port is a clear error
     // now, not a failure inside pingora's startup. The check socket never
     // listens: nothing can connect to it before pingora's listener is up.
-    for addr in &config.gateway.listen {
+    let plain = config.gateway.listen.iter().map(|a| ("gateway.listen", a));
+    let tls = config
+        .gateway
+        .listen_tls
+        .iter()
+        .map(|a| ("gateway.listen_tls", a));
+    for (what, addr) in plain.chain(tls) {
         bind_check(*addr).map_err(|source| StartError::Bind {
-            what: "gateway.listen",
+            what,
             addr: *addr,
             source,
         })?;
@@ -86,6 +92,8 @@ pub fn run_with(
     let threads = config.gateway.threads;
     let grace = config.gateway.grace_period;
     let listen = config.gateway.listen.clone();
+    let listen_tls = config.gateway.listen_tls.clone();
+    let h2c = config.gateway.h2c;
     let first = Snapshot::build(config, None).map_err(|e| StartError::Config(e.join("\n")))?;
     let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
     let health = Arc::new(HealthSupervisor::new(snapshot.clone()));
@@ -111,12 +119,22 @@ pub fn run_with(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    // Plain and TLS listeners share one proxy; the TLS app does the
+    // handshake itself (crate::tls), so pingora sees TCP listeners only.
     let mut options = HttpServerOptions::default();
-    options.h2c = true;
+    options.h2c = h2c;
     let mut gateway =
         pingora::proxy::http_proxy(&server.configuration, Gateway::new(snapshot.clone()));
     gateway.server_options = Some(options);
-    let edge = Edge::new(gateway, snapshot.clone());
+    let edge = Edge::new(Arc::new(gateway), snapshot.clone());
+    if !listen_tls.is_empty() {
+        let mut service =
+            pingora::services::listening::Service::new("unitgate tls".into(), edge.for_tls());
+        for addr in &listen_tls {
+            service.add_tcp(&addr.to_string());
+        }
+        server.add_service(service);
+    }
     let mut proxy = pingora::services::listening::Service::new("unitgate".into(), edge);
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
@@ -153,7 +171,7 @@ pub fn run_with(
         .map_err(|e| StartError::Server(e.to_string()))?;
 
     raise_open_files_limit();
-    tracing::info!(listen = ?listen, "unitgate running");
+    tracing::info!(listen = ?listen, listen_tls = ?listen_tls, "unitgate running");
     server.run(RunArgs::default());
     Ok(())
 }
@@ -275,6 +293,7 @@ impl unitgate_admin::GatewayHandle for Handle {
             "config_file": self.control.config_path().map(|p| p.display().to_string()),
             "last_reload": self.control.last_reload(),
             "store": self.control.store_status(),
+            "tls": snap.config.tls.as_ref().map(crate::tls::status),
         })
     }
 

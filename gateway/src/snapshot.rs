@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub unit_names: Vec<Arc<str>>,
     /// Ready values of the headers the proxy adds.
     pub headers: HeaderValues,
+    /// The TLS listeners' server config (certificates by SNI); `None`
+    /// without `[tls]`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Run-time state of one route.
@@ -86,6 +89,8 @@ impl RouteState {
 }
 
 pub struct ServiceState {
+    /// How instances are reached: protocol and TLS.
+    pub upstream: Upstream,
     pub pools: ServicePools,
     pub outlier: Option<Outlier>,
     /// `candidates[start]`: the units to try, in order, for a request whose
@@ -99,6 +104,56 @@ pub struct ServiceState {
     /// Crossings by (placement unit, served unit), `from * units + to`;
     /// kept across reloads while the unit list is unchanged.
     crossings: Arc<[AtomicU64]>,
+}
+
+/// A service's protocol and TLS to its instances, ready to stamp on each
+/// attempt's peer.
+pub struct Upstream {
+    pub protocol: unitgate_config::Protocol,
+    pub tls: bool,
+    /// `tls_sni`; empty = the instance's IP address.
+    pub sni: String,
+    pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
+}
+
+impl Upstream {
+    pub fn new(svc: &unitgate_config::Service) -> Self {
+        let ca = svc.tls.as_ref().and_then(|t| t.ca.as_ref()).map(|ders| {
+            let certs: Vec<pingora::utils::tls::WrappedX509> = ders
+                .iter()
+                .map(|d| {
+                    pingora::utils::tls::WrappedX509::new(
+                        d.clone(),
+                        pingora::utils::tls::parse_x509,
+                    )
+                })
+                .collect();
+            Arc::from(certs.into_boxed_slice())
+        });
+        Upstream {
+            protocol: svc.protocol,
+            tls: svc.tls.is_some(),
+            sni: svc.tls.as_ref().map(|t| t.sni.clone()).unwrap_or_default(),
+            ca,
+        }
+    }
+
+    /// An attempt's peer at `addr` with this service's protocol and TLS.
+    pub fn peer(&self, addr: std::net::SocketAddr) -> pingora::prelude::HttpPeer {
+        use unitgate_config::Protocol;
+        let sni = match (self.tls, self.sni.is_empty()) {
+            (false, _) => String::new(),
+            (true, true) => addr.ip().to_string(),
+            (true, false) => self.sni.clone(),
+        };
+        let mut peer = pingora::prelude::HttpPeer::new(addr, self.tls, sni);
+        peer.options.ca = self.ca.clone();
+        match self.protocol {
+            Protocol::Http1 => peer.options.set_http_version(1, 1),
+            Protocol::H2 | Protocol::H2c => peer.options.set_http_version(2, 2),
+        }
+        peer
+    }
 }
 
 impl ServiceState {
@@ -182,6 +237,10 @@ impl Snapshot {
     /// config crate.
     pub fn build(config: Config, prev: Option<&Snapshot>) -> Result<Self, Vec<String>> {
         let jwt = verifiers(&config)?;
+        let tls = match &config.tls {
+            Some(t) => Some(crate::tls::server_config(t).map_err(|e| vec![e])?),
+            None => None,
+        };
         let router = Router::new(&config.routes);
         let unit_names: Vec<Arc<str>> = config
             .units
@@ -221,6 +280,7 @@ impl Snapshot {
                     _ => (0..units * units).map(|_| AtomicU64::new(0)).collect(),
                 };
                 ServiceState {
+                    upstream: Upstream::new(svc),
                     pools,
                     outlier: svc.outlier.clone(),
                     candidates,
@@ -280,6 +340,7 @@ impl Snapshot {
             redis,
             routes,
             unit_names,
+            tls,
         })
     }
 

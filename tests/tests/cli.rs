@@ -212,11 +212,14 @@ async fn demo_shows_units_cookie_failover_and_stops_on_ctrl_c() {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let control = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut child = Command::new(unitgate_bin())
         .args([
             "demo",
             "--listen",
             &listen.to_string(),
+            "--listen-tls",
+            &tls.to_string(),
             "--admin-listen",
             &admin.to_string(),
         ])

@@ -40,12 +40,13 @@ service = "echo"
 
 #[test]
 fn sections_are_split_between_local_and_fleet() {
-    assert_eq!(LOCAL_SECTIONS, ["gateway", "admin", "store"]);
+    assert_eq!(LOCAL_SECTIONS, ["gateway", "admin", "store", "tls"]);
     assert_eq!(
         FLEET_SECTIONS,
         ["routing", "units", "services", "routes", "jwt", "redis"]
     );
     assert!(is_local_path("gateway.listen[0]") && is_local_path("store"));
+    assert!(is_local_path("tls.certificates[0].cert_file"));
     assert!(!is_local_path("routes[1].service") && !is_local_path("jwt.main.secret"));
 }
 

@@ -15,6 +15,7 @@ mod routing;
 mod services;
 mod splits;
 mod store;
+mod tls;
 mod values;
 
 use std::path::Path;

@@ -10,6 +10,7 @@ mod routing;
 mod services;
 mod splits;
 mod store;
+mod tls;
 
 pub(crate) use check::key_path;
 #[cfg(test)]
@@ -47,6 +48,7 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors
     let jwt = jwt::verifiers(&mut cx, &raw.jwt);
     let routes = routes::routes(&mut cx, &raw.routes, raw.routing.allow_empty_routes);
     let redis = raw.redis.as_ref().map(|r| redis(&mut cx, r));
+    let tls = local_tls(&mut cx.errs, raw, &gateway, base_dir);
     cx.errs.into_result(Config {
         gateway,
         admin,
@@ -57,6 +59,7 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors
         routes,
         jwt,
         redis,
+        tls,
         raw: raw.clone(),
     })
 }
@@ -72,12 +75,32 @@ pub fn validate_local(raw: &RawConfig, base_dir: &Path) -> Result<LocalConfig, C
     let gateway = gateway(&mut errs, &raw.gateway);
     let admin = raw.admin.as_ref().map(|a| admin(&mut errs, a, &gateway));
     let store = store::store(&mut errs, raw.store.as_ref(), &gateway, base_dir);
+    let tls = local_tls(&mut errs, raw, &gateway, base_dir);
     errs.into_result(LocalConfig {
         unit: raw.gateway.unit.clone(),
         gateway,
         admin,
         store,
+        tls,
     })
+}
+
+/// `[tls]`, and that TLS listeners have a certificate to serve.
+fn local_tls(
+    errs: &mut Errors,
+    raw: &RawConfig,
+    gateway: &Gateway,
+    base_dir: &Path,
+) -> Option<crate::typed::Tls> {
+    let tls = raw.tls.as_ref().map(|t| tls::tls(errs, t, base_dir));
+    let listed = raw.tls.as_ref().map_or(0, |t| t.certificates.len());
+    if !gateway.listen_tls.is_empty() && listed == 0 {
+        errs.push(
+            "gateway.listen_tls",
+            "TLS listeners need a certificate: add [[tls.certificates]]",
+        );
+    }
+    tls
 }
 
 /// Validation state: the error list and the name tables for cross references.
@@ -193,6 +216,19 @@ fn gateway(errs: &mut Errors, g: &RawGateway) -> Gateway {
             listen.push(a);
         }
     }
+    let mut listen_tls = Vec::new();
+    for (i, s) in g.listen_tls.iter().enumerate() {
+        let path = format!("gateway.listen_tls[{i}]");
+        if let Some(a) = errs.check(&path, check::socket_addr(s)) {
+            if listen.contains(&a) || listen_tls.contains(&a) {
+                errs.push(
+                    path,
+                    "duplicate address (also in gateway.listen or gateway.listen_tls)",
+                );
+            }
+            listen_tls.push(a);
+        }
+    }
     let threads = match g.threads {
         Some(0) => {
             errs.push("gateway.threads", "must be at least 1");
@@ -230,6 +266,8 @@ fn gateway(errs: &mut Errors, g: &RawGateway) -> Gateway {
     Gateway {
         unit: 0,
         listen,
+        listen_tls,
+        h2c: g.h2c,
         threads,
         grace_period: Duration::from_secs(g.grace_period_secs),
         trusted_peers,

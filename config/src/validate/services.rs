@@ -114,8 +114,17 @@ fn service(cx: &mut Cx<'_>, base: &str, s: &RawService) -> Service {
         );
     }
 
+    let (protocol, tls) = super::tls::upstream(&mut cx.errs, base, s, cx.base_dir);
+    let idle_timeout = check::millis(
+        &mut cx.errs,
+        format!("{base}.idle_timeout_ms"),
+        s.idle_timeout_ms,
+    );
     Service {
         name: s.name.clone(),
+        protocol,
+        tls,
+        idle_timeout,
         lb: lb.unwrap_or(LbPolicy::RoundRobin),
         connect_timeout,
         read_timeout,

@@ -127,6 +127,12 @@ fn restart_keys(old: &RawConfig, new: &RawConfig) -> Vec<String> {
     if old.gateway.listen != new.gateway.listen {
         out.push("gateway.listen".to_owned());
     }
+    if old.gateway.listen_tls != new.gateway.listen_tls {
+        out.push("gateway.listen_tls".to_owned());
+    }
+    if old.gateway.h2c != new.gateway.h2c {
+        out.push("gateway.h2c".to_owned());
+    }
     if old.gateway.threads != new.gateway.threads {
         out.push("gateway.threads".to_owned());
     }
@@ -303,7 +309,7 @@ impl ControlPlane {
     }
 
     /// The files the running config reads besides itself (JWT keys, fallback
-    /// bodies), as the watcher must see them: a change to one is a reload.
+    /// bodies, certificates, keys and CAs), as the watcher must see them: a change to one is a reload.
     pub fn referenced_files(&self) -> Vec<PathBuf> {
         let a = self.lock();
         let jwt = a
@@ -316,8 +322,17 @@ impl ControlPlane {
             .routes
             .iter()
             .map(|r| r.fallback.as_ref().and_then(|f| f.body_file.as_deref()));
+        let tls = a.raw.tls.iter().flat_map(|t| {
+            let pairs = t.certificates.iter();
+            let files = pairs.flat_map(|c| [Some(c.cert_file.as_str()), Some(c.key_file.as_str())]);
+            files.chain([Some(t.trusted_peer_ca.as_str())])
+        });
+        let cas = a.raw.services.iter().map(|s| Some(s.ca_file.as_str()));
         jwt.chain(bodies)
+            .chain(tls)
+            .chain(cas)
             .flatten()
+            .filter(|f| !f.is_empty())
             .map(|f| self.base_dir.join(f))
             .collect()
     }

@@ -25,6 +25,8 @@ pub struct RequestCtx {
     /// Request body bytes read so far (for the route's `max_body_bytes`).
     pub body_bytes: u64,
     pub client_ip: Option<IpAddr>,
+    /// The client connection is TLS (`x-forwarded-proto: https`).
+    pub tls: bool,
     pub route: Option<RouteCtx>,
     /// Set once the route matched and unit routing decided.
     pub unit: Option<UnitCtx>,
@@ -123,6 +125,7 @@ impl RequestCtx {
             raw_path: None,
             body_bytes: 0,
             client_ip: None,
+            tls: false,
             route: None,
             unit: None,
             attempts: AttemptCtx::default(),

@@ -88,6 +88,8 @@ impl HeaderValues {
 /// What goes upstream besides the client's own headers.
 pub struct Added {
     pub client_ip: Option<IpAddr>,
+    /// The client came over TLS.
+    pub tls: bool,
     pub request_id: HeaderValue,
     /// `x-unit-*`: (home, slot, epoch, served, hops, crossed-from).
     pub unit: Option<UnitHeaders>,
@@ -108,10 +110,18 @@ pub struct UnitHeaders {
 /// header, already sanitized by pingora).
 pub fn apply(upstream: &mut RequestHeader, added: Added) -> Result<()> {
     let xff = forwarded_for(upstream.headers.get_all(&X_FORWARDED_FOR), added.client_ip)?;
-    let host = upstream.headers.get(http::header::HOST).cloned();
+    // HTTP/2 clients send `:authority`, not Host.
+    let host = match upstream.headers.get(http::header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => upstream
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let proto = if added.tls { "https" } else { "http" };
     let mut set: [(HeaderName, Option<HeaderValue>); ADDED] = [
         (X_FORWARDED_FOR, xff),
-        (X_FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
+        (X_FORWARDED_PROTO, Some(HeaderValue::from_static(proto))),
         (X_FORWARDED_HOST, host),
         (X_REQUEST_ID, Some(added.request_id)),
         (X_UNIT_HOME, None),
@@ -310,6 +320,7 @@ mod tests {
     fn added(ip: &str, unit: bool) -> Added {
         Added {
             client_ip: Some(ip.parse().expect("valid ip")),
+            tls: false,
             request_id: HeaderValue::from_static("rid-1"),
             unit: unit.then(|| UnitHeaders {
                 home: HeaderValue::from_static("A"),

@@ -165,6 +165,8 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        let (tls, peer_cert) = crate::tls::of_session(session.digest());
+        ctx.tls = tls;
 
         // 0. framing and hop-by-hop nominations, on the request as sent.
         if !session.is_http2() {
@@ -235,7 +237,8 @@ impl ProxyHttp for Gateway {
         }
 
         // 2. sanitize: only trusted peers may speak x-unit-*.
-        let trusted = snap.unit.is_trusted(ctx.client_ip);
+        // A client certificate is only accepted from `tls.trusted_peer_ca`.
+        let trusted = peer_cert || snap.unit.is_trusted(ctx.client_ip);
         if !trusted {
             crate::unit::strip_unit_headers(session.req_header_mut());
         } else if let Some(peer) = session
@@ -415,10 +418,23 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        upstream::pick_peer(ctx)
+        let mut peer = upstream::pick_peer(ctx)?;
+        // An upgraded (WebSocket) stream is quiet for as long as its users
+        // are: it is cut after the service's idle_timeout, not its
+        // read_timeout. (pingora keeps one read timeout per upstream
+        // connection, so the wait for the 101 is bounded by it too.)
+        if session.is_upgrade_req() {
+            if let Some(rc) = &ctx.route {
+                let snap = snapshot_of(&ctx.snapshot)?;
+                let idle = snap.config.services[rc.service].idle_timeout;
+                peer.options.read_timeout = Some(idle);
+                peer.options.write_timeout = Some(idle);
+            }
+        }
+        Ok(peer)
     }
 
     /// Nothing reached a backend: always safe to try the next instance, for
@@ -584,6 +600,7 @@ impl ProxyHttp for Gateway {
             upstream,
             forward::Added {
                 client_ip: ctx.client_ip,
+                tls: ctx.tls,
                 request_id: ctx.request_id.clone(),
                 unit,
                 split,

@@ -68,8 +68,74 @@ pub fn error_body(code: ErrorCode, message: &str, request_id: &str) -> Bytes {
     Bytes::from(body.to_string())
 }
 
+impl ErrorCode {
+    /// The gRPC status a gRPC client is answered with instead.
+    pub fn grpc_status(self) -> u8 {
+        match self {
+            ErrorCode::Unauthorized => 16, // UNAUTHENTICATED
+            ErrorCode::RateLimited | ErrorCode::PayloadTooLarge => 8, // RESOURCE_EXHAUSTED
+            ErrorCode::NoRoute | ErrorCode::MethodNotAllowed => 12, // UNIMPLEMENTED
+            ErrorCode::UpstreamTimeout => 4, // DEADLINE_EXCEEDED
+            ErrorCode::BadRequest | ErrorCode::HeaderTooLarge => 3, // INVALID_ARGUMENT
+            ErrorCode::WriteForbidden | ErrorCode::Unavailable | ErrorCode::BadGateway => 14, // UNAVAILABLE
+        }
+    }
+}
+
+/// A gRPC request (`content-type: application/grpc*`): its refusals are
+/// gRPC statuses, not HTTP ones.
+pub fn is_grpc(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// `grpc-message` is percent-encoded: everything outside printable ASCII, and `%`.
+fn grpc_message(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A trailers-only gRPC answer: HTTP 200, `grpc-status` and `grpc-message`
+/// in the one header block that ends the stream.
+async fn send_grpc_error(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    code: ErrorCode,
+    message: &str,
+    extra: &[(&'static str, &str)],
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(5 + extra.len()))?;
+    resp.insert_header("content-type", "application/grpc")?;
+    resp.insert_header("grpc-status", code.grpc_status().to_string())?;
+    resp.insert_header("grpc-message", grpc_message(message))?;
+    if !ctx.request_id.is_empty() {
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
+    }
+    if let Some(cookie) = ctx.unit.as_ref().and_then(|u| u.set_cookie.as_deref()) {
+        resp.append_header("set-cookie", cookie)?;
+    }
+    for (name, value) in extra {
+        resp.insert_header(*name, *value)?;
+    }
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), true).await
+}
+
 /// Writes a complete locally generated error response, with the request id,
 /// the routing cookie when one is being stamped, and any `extra` headers.
+/// A gRPC request gets its gRPC status instead (see [`is_grpc`]).
 ///
 /// The client connection is kept only when the request had no body (an unread
 /// body would otherwise have to be drained first).
@@ -80,6 +146,9 @@ pub async fn send_error(
     message: &str,
     extra: &[(&'static str, &str)],
 ) -> Result<()> {
+    if is_grpc(session) {
+        return send_grpc_error(session, ctx, code, message, extra).await;
+    }
     let body = error_body(code, message, ctx.request_id_str());
     let mut resp = ResponseHeader::build(code.status(), Some(4 + extra.len()))?;
     resp.insert_header("content-type", "application/json")?;
@@ -109,6 +178,8 @@ pub async fn send_degraded(
     code: ErrorCode,
     fallback: Option<&FallbackResponse>,
 ) -> Result<()> {
+    // A fallback body means nothing to a gRPC client: it gets the status.
+    let fallback = fallback.filter(|_| !is_grpc(session));
     let Some(fb) = fallback else {
         let msg = match reason {
             Reason::NoHealthyUnit => "no unit has a reachable instance of the service",
@@ -146,4 +217,24 @@ pub async fn send_degraded(
     session
         .write_response_body(Some(fb.body.clone()), true)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(grpc_message("no route for /a"), "no route for /a");
+        assert_eq!(grpc_message("100% é\n"), "100%25 %C3%A9%0A");
+    }
+
+    #[test]
+    fn refusals_map_to_the_grpc_statuses_of_the_contract() {
+        assert_eq!(ErrorCode::Unauthorized.grpc_status(), 16);
+        assert_eq!(ErrorCode::RateLimited.grpc_status(), 8);
+        assert_eq!(ErrorCode::Unavailable.grpc_status(), 14);
+        assert_eq!(ErrorCode::NoRoute.grpc_status(), 12);
+        assert_eq!(ErrorCode::UpstreamTimeout.grpc_status(), 4);
+    }
 }

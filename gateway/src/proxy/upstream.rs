@@ -78,7 +78,7 @@ pub fn pick_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         }
         // The route's timeout bounds the attempt: connecting, and waiting for
         // the response header (and for each read of the body after it).
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer: HttpPeer = svc.upstream.peer(addr);
         peer.options.connection_timeout = Some(svc_conf.connect_timeout.min(route.timeout));
         peer.options.read_timeout = Some(svc_conf.read_timeout.min(route.timeout));
         peer.options.write_timeout = Some(svc_conf.read_timeout.min(route.timeout));
