@@ -68,6 +68,11 @@ impl HeadDeadline {
         }
     }
 
+    /// The client has sent nothing yet (a TCP probe that closes at once).
+    pub fn nothing_received(&self) -> bool {
+        self.first_read
+    }
+
     /// The connection no longer has request heads to time (HTTP/2).
     pub fn serve_forever(&mut self) {
         self.phase.store(SERVING, Ordering::Relaxed);
@@ -286,10 +291,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
             // The handshake's reads run under the head deadline.
             let config = snap.tls.clone()?;
             drop(snap);
-            match tokio_rustls::TlsAcceptor::from(config).accept(head).await {
+            let accept = tokio_rustls::TlsAcceptor::from(config).accept(head);
+            match accept.into_fallible().await {
                 Ok(s) => Box::new(TlsStream::new(s)),
-                Err(e) => {
-                    crate::tls::handshake_failed(peer, &e);
+                Err((e, head)) => {
+                    crate::tls::handshake_failed(peer, &e, head.nothing_received());
                     return None;
                 }
             }

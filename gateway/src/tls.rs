@@ -308,8 +308,13 @@ impl GetSocketDigest for TlsStream {
 impl Peek for TlsStream {}
 
 /// Counts and logs (at debug: scanners and wrong names are routine) a
-/// failed handshake.
-pub fn handshake_failed(peer: Option<std::net::SocketAddr>, e: &std::io::Error) {
+/// failed handshake. A connection closed before it sent anything (a load
+/// balancer's TCP probe) is no handshake and is not counted.
+pub fn handshake_failed(peer: Option<std::net::SocketAddr>, e: &std::io::Error, silent: bool) {
+    if silent {
+        tracing::debug!(?peer, "TLS connection closed before a ClientHello: {e}");
+        return;
+    }
     let n = HANDSHAKE_ERRORS.fetch_add(1, Ordering::Relaxed) + 1;
     // The first, then every power of two: visible, never a flood.
     if n.is_power_of_two() {

@@ -6,8 +6,8 @@
 //! let gw = GatewayProc::start(&format!(r#"... A = ["{}"] ..."#, a1.addr)).await;
 //! let r = gw.get("/hello").await;
 //! ```
-//! Config text may use `{listen}` and `{admin}`: the harness replaces them with
-//! free ports. Waiting is always a poll with a deadline ([`eventually`]).
+//! Config text may use `{listen}`, `{listen_tls}` and `{admin}`: the harness
+//! replaces them with free ports. Waiting is always a poll with a deadline ([`eventually`]).
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use unitgate::echo::EchoServer;
 
+pub mod edge;
 pub mod fleet;
 
 /// A free port on 127.0.0.1 (bound and released; the caller binds it next).
@@ -83,6 +84,8 @@ where
 pub struct GatewayProc {
     pub child: Child,
     pub listen: SocketAddr,
+    /// `{listen_tls}` in the config text (free whether the config uses it or not).
+    pub listen_tls: SocketAddr,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -157,7 +160,9 @@ impl GatewayProc {
     ) -> Self {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let listen_tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let text = config
+            .replace("{listen_tls}", &listen_tls.to_string())
             .replace("{listen}", &listen.to_string())
             .replace("{admin}", &admin.to_string());
         let dir = tempfile::tempdir().expect("temp dir");
@@ -175,6 +180,7 @@ impl GatewayProc {
         let mut gw = GatewayProc {
             child,
             listen,
+            listen_tls,
             admin,
             dir,
             config_path,

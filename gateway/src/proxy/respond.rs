@@ -130,6 +130,12 @@ async fn send_grpc_error(
     if !session.is_body_empty() {
         session.set_keepalive(None);
     }
+    // Trailers-only means one HEADERS frame with END_STREAM; pingora-proxy
+    // would send the header block and then an empty DATA frame, which gRPC
+    // clients read as a stream that ended without trailers.
+    if let pingora::protocols::http::ServerSession::H2(h2) = &mut *session.downstream_session {
+        return h2.write_response_header(Box::new(resp), true);
+    }
     session.write_response_header(Box::new(resp), true).await
 }
 
