@@ -563,3 +563,36 @@ impl Drop for RedisProc {
         self.kill();
     }
 }
+
+/// `promtool check metrics` on an exposition (Debian's `prometheus`
+/// package; `scripts/deps.sh --test` installs it). Skips, saying so, only
+/// where promtool is missing.
+pub fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write;
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED: promtool not found ({e}); scripts/deps.sh --test installs it");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -836,7 +836,6 @@ fn strip_ansi(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_pass_promtool_check_metrics() {
-    use std::io::Write;
     let f = start("").await;
     // Some traffic first, so every family has series.
     for user in ["42", "7500"] {
@@ -844,30 +843,5 @@ async fn metrics_pass_promtool_check_metrics() {
     }
     assert_eq!(f.user("42", "/nowhere").await.status, 404);
     let exposition = f.gw.metrics().await;
-    let mut child = match std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("SKIPPED: promtool not found ({e}); scripts/deps.sh --test installs it");
-            return;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(exposition.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{exposition}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    unitgate_tests::promtool_check_metrics(&exposition);
 }

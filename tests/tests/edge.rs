@@ -574,7 +574,8 @@ placement = "sharded"
         instance_list(&[a1.addr]),
         instance_list(&[b1.addr])
     );
-    let gw = GatewayProc::start(&two_units_config("", ROUTING, &instances, "", &routes)).await;
+    let cfg = two_units_config("", ROUTING, &instances, "", &routes);
+    let gw = GatewayProc::start_with_env(&cfg, &[("RUST_LOG", "info")]).await;
     let url = format!("ws://{}/ws/chat", gw.listen);
     let mut req =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
@@ -635,6 +636,33 @@ placement = "sharded"
         idle >= Duration::from_millis(1200) && idle < Duration::from_secs(5),
         "closed after {idle:?}"
     );
+    // One access line when it ends: the 101, its frames counted.
+    let line = eventually(
+        "the WebSocket's access line",
+        Duration::from_secs(5),
+        || async {
+            gw.stderr()
+                .lines()
+                .find(|l| l.contains("upgraded=true"))
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(
+        line.contains("status=101") && line.contains("/ws/chat"),
+        "{line}"
+    );
+    let field = |name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        field("bytes_in") > 0.0 && field("bytes_out") > 0.0,
+        "{line}"
+    );
+    assert!(field("duration_ms") >= 1000.0, "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

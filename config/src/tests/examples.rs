@@ -21,7 +21,7 @@ fn every_example_validates() {
         }
     }
     seen.sort();
-    assert_eq!(seen, ["single-unit.toml", "two-units.toml"]);
+    assert_eq!(seen, ["single-unit.toml", "tls.toml", "two-units.toml"]);
 }
 
 #[test]
