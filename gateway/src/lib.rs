@@ -6,6 +6,7 @@
 //! request path and the process lifecycle; the admin API and the plugins live
 //! in their own crates and know nothing of pingora's hooks.
 
+pub mod access_log;
 pub mod balance;
 pub mod clock;
 pub mod control;

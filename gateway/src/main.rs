@@ -157,6 +157,16 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    // The per-request access lines have their own batched writer; the
+    // `access` target of RUST_LOG still turns them on and off.
+    let access = match format {
+        LogFormat::Text => unitgate::access_log::Format::Text,
+        LogFormat::Json => unitgate::access_log::Format::Json,
+    };
+    unitgate::access_log::init(
+        access,
+        tracing::enabled!(target: "access", tracing::Level::INFO),
+    );
     guard
 }
 

@@ -351,6 +351,17 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
     }
     header(
         &mut out,
+        "unitgate_access_log_dropped_total",
+        "counter",
+        "Access log lines dropped because the log writer could not keep up.",
+    );
+    let _ = writeln!(
+        out,
+        "unitgate_access_log_dropped_total {}",
+        crate::access_log::dropped()
+    );
+    header(
+        &mut out,
         "unitgate_config_epoch",
         "gauge",
         "The shard map's epoch.",

@@ -173,6 +173,7 @@ pub fn run_with(
     raise_open_files_limit();
     tracing::info!(listen = ?listen, listen_tls = ?listen_tls, "unitgate running");
     server.run(RunArgs::default());
+    crate::access_log::flush();
     Ok(())
 }
 
@@ -224,6 +225,7 @@ fn drain_watcher(mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>, g
                 while Instant::now() < deadline {
                     if INFLIGHT.load(Ordering::Relaxed) == 0 {
                         tracing::info!("drained; exiting");
+                        crate::access_log::flush();
                         std::process::exit(0);
                     }
                     std::thread::sleep(Duration::from_millis(10));

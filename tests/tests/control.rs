@@ -845,3 +845,81 @@ async fn metrics_pass_promtool_check_metrics() {
     let exposition = f.gw.metrics().await;
     unitgate_tests::promtool_check_metrics(&exposition);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blocked_log_drops_access_lines_and_never_stalls_requests() {
+    use std::process::{Command, Stdio};
+    let (a, b) = (backend("A", "a1").await, backend("B", "b1").await);
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], unitgate_tests::free_port()));
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], unitgate_tests::free_port()));
+    let cfg = text(&a, &b, "", ROUTES)
+        .replace("{listen}", &listen.to_string())
+        .replace("{admin}", &admin.to_string());
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("unitgate.toml");
+    std::fs::write(&path, cfg).expect("write");
+    // stderr is a pipe nobody reads: once its 64 KiB buffer is full, every
+    // write to it blocks, as a stuck log shipper or a full disk would.
+    let mut child = Command::new(unitgate_tests::unitgate_bin())
+        .args(["run", "-c", path.to_str().expect("utf8")])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let _unread = child.stderr.take();
+    unitgate_tests::eventually("listening", Duration::from_secs(15), || async {
+        tokio::net::TcpStream::connect(listen)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let c = unitgate_tests::client();
+    let url = format!("http://{listen}/orders");
+    // Bounded: 8 clients x 500 requests, well past the 1 MiB a worker may
+    // hold (about 3 000 lines) plus the pipe.
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut worst = Duration::ZERO;
+                for n in 0..500 {
+                    let t = Instant::now();
+                    let r = c
+                        .get(&url)
+                        .header("x-user-id", format!("{}", i * 1000 + n))
+                        .send()
+                        .await
+                        .expect("request");
+                    assert_eq!(r.status(), 200);
+                    let _ = r.bytes().await;
+                    worst = worst.max(t.elapsed());
+                }
+                worst
+            })
+        })
+        .collect();
+    for t in tasks {
+        slowest = slowest.max(t.await.expect("task"));
+    }
+    let took = started.elapsed();
+    let m = c
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let _ = child.kill();
+    let _ = child.wait();
+    let dropped = metric(&m, "unitgate_access_log_dropped_total").expect("series");
+    assert!(dropped > 0.0, "a blocked stderr makes the log drop lines");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "no request waits on the log: slowest {slowest:?} of 4000 in {took:?}"
+    );
+}

@@ -770,51 +770,42 @@ impl ProxyHttp for Gateway {
                 ctx.started.elapsed(),
             );
         }
-        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        if !crate::access_log::enabled() {
             return;
         }
         let req = session.req_header();
-        let path = ctx.raw_path.as_deref().unwrap_or(req.uri.path());
-        let duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
-        let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let Some(snap) = &ctx.snapshot else {
-            tracing::info!(target: "access", request_id = ctx.request_id_str(), client,
-                method = %req.method, path, status, duration_ms,
-                trace_id = %format_args!("{:032x}", ctx.trace.id));
-            return;
-        };
-        let name = |u: Option<usize>| u.map_or("", |u| &*snap.unit_names[u]);
-        let route = ctx
-            .route
-            .as_ref()
-            .map_or("", |r| snap.config.routes[r.id].name.as_str());
-        let service = ctx
-            .route
-            .as_ref()
-            .map_or("", |r| snap.config.services[r.service].name.as_str());
-        let unit = ctx.unit.as_ref();
-        tracing::info!(
-            target: "access",
-            request_id = ctx.request_id_str(),
-            trace_id = %format_args!("{:032x}", ctx.trace.id),
-            client,
-            method = %req.method,
-            path,
-            route,
-            service,
+        let mut line = crate::access_log::Line {
+            request_id: ctx.request_id_str(),
+            trace_id: ctx.trace.id,
+            client: ctx.client_ip,
+            method: req.method.as_str(),
+            path: ctx.raw_path.as_deref().unwrap_or(req.uri.path()),
             status,
-            duration_ms,
-            bytes_in = session.body_bytes_read(),
-            bytes_out = session.body_bytes_sent(),
-            upgraded = session.was_upgraded(),
-            home_unit = name(unit.map(|u| u.home)),
-            served_unit = name(ctx.attempts.served()),
-            slot = unit.map(|u| u.slot),
-            crossed = unit.zip(ctx.attempts.served()).is_some_and(|(u, s)| u.placement != s),
-            attempts = ctx.attempts.count,
-            degraded = ctx.degraded.map(Reason::as_str),
-            limited = ctx.limited,
-            error = e.map(|e| e.to_string()),
-        );
+            duration: ctx.started.elapsed(),
+            routed: None,
+        };
+        if let Some(snap) = &ctx.snapshot {
+            let name = |u: Option<usize>| u.map_or("", |u| &*snap.unit_names[u]);
+            let unit = ctx.unit.as_ref();
+            let rc = ctx.route.as_ref();
+            line.routed = Some(crate::access_log::Routed {
+                route: rc.map_or("", |r| snap.config.routes[r.id].name.as_str()),
+                service: rc.map_or("", |r| snap.config.services[r.service].name.as_str()),
+                bytes_in: session.body_bytes_read(),
+                bytes_out: session.body_bytes_sent(),
+                upgraded: session.was_upgraded(),
+                home_unit: name(unit.map(|u| u.home)),
+                served_unit: name(ctx.attempts.served()),
+                slot: unit.map(|u| u.slot),
+                crossed: unit
+                    .zip(ctx.attempts.served())
+                    .is_some_and(|(u, s)| u.placement != s),
+                attempts: ctx.attempts.count,
+                degraded: ctx.degraded.map(Reason::as_str),
+                limited: ctx.limited,
+                error: e.map(|e| e as &dyn std::fmt::Display),
+            });
+        }
+        crate::access_log::write(&line);
     }
 }
