@@ -89,6 +89,26 @@ impl Contender for Direct {
     }
 }
 
+/// Another contender under another name (the same program measured twice
+/// in one scenario, e.g. `nginx-http` beside `nginx-https`).
+#[derive(Debug)]
+pub struct Renamed<C> {
+    pub name: String,
+    pub inner: C,
+}
+
+impl<C: Contender> Contender for Renamed<C> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&self, ctx: &StartCtx<'_>) -> Result<Started> {
+        let mut s = self.inner.start(ctx)?;
+        s.name.clone_from(&self.name);
+        Ok(s)
+    }
+}
+
 /// Calls `start` with a free port, retrying with a new port (up to 3 times)
 /// when the start failed because another process took the port in between.
 pub fn with_free_port<T>(what: &str, mut start: impl FnMut(u16) -> Result<T>) -> Result<T> {

@@ -8,9 +8,11 @@
 //! run is bounded in time, and every process it starts is stopped on exit.
 
 mod charts;
+mod conn_load;
 mod contender;
 mod driver;
 mod floor;
+mod h2load;
 mod haproxy;
 mod nginx;
 mod procs;
@@ -18,6 +20,7 @@ mod redis;
 mod report;
 mod scenarios;
 mod section;
+mod tls;
 mod tools;
 mod unitgate;
 mod unitgate_variants;
@@ -55,8 +58,17 @@ enum Scenario {
     Routes(scenarios::common::Common),
     /// One slow instance among fast ones: p99 with least_conn vs round_robin.
     SlowInstance(scenarios::slow_instance::SlowInstanceArgs),
+    /// TLS handshakes: a new HTTPS connection per request, unitgate vs nginx, same certificate.
+    TlsHandshake(scenarios::tls::TlsArgs),
+    /// Keep-alive HTTPS/1.1 from wrk: unitgate's TLS listener vs nginx ssl.
+    TlsKeepalive(scenarios::tls::TlsArgs),
+    /// HTTP/2 with many streams per connection (h2load): over TLS and h2c.
+    H2Streams(scenarios::tls::H2Args),
     /// Every scenario in turn; writes bench/RESULTS.md and bench/results/*.svg.
     Results(scenarios::results::ResultsArgs),
+    /// The connection-per-request load client tls-handshake runs (one JSON line on stdout).
+    #[command(hide = true)]
+    ConnLoad(conn_load::ConnLoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,7 +90,11 @@ fn main() -> ExitCode {
         Scenario::Routes(c) => scenarios::routes::section(c).map(drop),
         Scenario::SlowInstance(args) => scenarios::slow_instance::run(args)
             .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "slow-instance.md")),
+        Scenario::TlsHandshake(args) => scenarios::tls::handshake(args).map(drop),
+        Scenario::TlsKeepalive(args) => scenarios::tls::keepalive(args).map(drop),
+        Scenario::H2Streams(args) => scenarios::tls::h2(args).map(drop),
         Scenario::Results(args) => scenarios::results::run(args),
+        Scenario::ConnLoad(args) => conn_load::run(args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::contender::{self, Contender, StartCtx, Started};
 use crate::procs::{self, Managed};
+use crate::tls::{self, BenchCert, Wire};
 
 /// How long nginx gets to answer its first 200.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +83,39 @@ pub fn backend_body(port: u16) -> String {
 
 /// The reverse proxy: a keepalive upstream pool to the backend.
 pub fn proxy_body(port: u16, backend: SocketAddr) -> String {
+    proxy_body_with(&format!("127.0.0.1:{port}"), "", backend)
+}
+
+/// The reverse proxy on a TLS (`ssl http2`: ALPN h2 and http/1.1, like
+/// unitgate's TLS listener) or an h2c (`http2`, prior knowledge) listener,
+/// TLS 1.2 and 1.3 with `cert`/`key`; session cache and tickets at nginx's
+/// defaults (the bench's clients never resume).
+pub fn tls_proxy_body(
+    port: u16,
+    backend: SocketAddr,
+    wire: Wire,
+    cert: &Path,
+    key: &Path,
+) -> String {
+    let (listen, extra) = match wire {
+        Wire::Https1 | Wire::H2 => (
+            format!("127.0.0.1:{port} ssl http2"),
+            format!(
+                "        ssl_certificate {};
+        ssl_certificate_key {};
+        ssl_protocols TLSv1.2 TLSv1.3;
+",
+                cert.display(),
+                key.display()
+            ),
+        ),
+        Wire::H2c => (format!("127.0.0.1:{port} http2"), String::new()),
+    };
+    proxy_body_with(&listen, &extra, backend)
+}
+
+/// The reverse proxy with its `listen` parameters and extra server lines.
+fn proxy_body_with(listen: &str, server_extra: &str, backend: SocketAddr) -> String {
     format!(
         "    upstream backend {{
         server {backend};
@@ -89,8 +124,8 @@ pub fn proxy_body(port: u16, backend: SocketAddr) -> String {
     }}
 
     server {{
-        listen 127.0.0.1:{port};
-        keepalive_requests 1000000;
+        listen {listen};
+{server_extra}        keepalive_requests 1000000;
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -110,7 +145,26 @@ pub fn start(
     cpu: Option<usize>,
     body: impl Fn(u16) -> String,
 ) -> Result<Nginx> {
-    let l = launch(nginx, name, dir, cpu, |port| conf(dir, &body(port)))?;
+    start_probed(nginx, name, dir, cpu, body, |port, proc| {
+        procs::wait_http_ok(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            proc,
+            START_TIMEOUT,
+        )
+    })
+}
+
+/// [`start`], waiting for `ready(port, master)` instead of a plain-HTTP 200
+/// (a TLS or h2c listener does not answer one).
+pub fn start_probed(
+    nginx: &Path,
+    name: &str,
+    dir: &Path,
+    cpu: Option<usize>,
+    body: impl Fn(u16) -> String,
+    ready: impl Fn(u16, &mut Managed) -> Result<()>,
+) -> Result<Nginx> {
+    let l = launch_probed(nginx, name, dir, cpu, |port| conf(dir, &body(port)), ready)?;
     let worker = find_worker(l.proc.pid())?;
     Ok(Nginx {
         master: l.proc,
@@ -140,6 +194,24 @@ pub fn launch(
     cpu: Option<usize>,
     conf_of: impl Fn(u16) -> String,
 ) -> Result<Launched> {
+    launch_probed(nginx, name, dir, cpu, conf_of, |port, proc| {
+        procs::wait_http_ok(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            proc,
+            START_TIMEOUT,
+        )
+    })
+}
+
+/// [`launch`], waiting for `ready(port, process)` to succeed.
+fn launch_probed(
+    nginx: &Path,
+    name: &str,
+    dir: &Path,
+    cpu: Option<usize>,
+    conf_of: impl Fn(u16) -> String,
+    ready: impl Fn(u16, &mut Managed) -> Result<()>,
+) -> Result<Launched> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     contender::with_free_port(name, |port| {
         let conf_path = dir.join("nginx.conf");
@@ -158,7 +230,7 @@ pub fn launch(
         let command = procs::command_line(&cmd);
         let mut proc = Managed::spawn(name, cmd, &dir.join("stderr.log"))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        procs::wait_http_ok(addr, &mut proc, START_TIMEOUT).map_err(|e| {
+        ready(port, &mut proc).map_err(|e| {
             let log = fs::read_to_string(&error_log).unwrap_or_default();
             e.context(format!("{name}: error.log:\n{log}"))
         })?;
@@ -226,6 +298,49 @@ impl Contender for NginxProxy {
     }
 }
 
+/// nginx as a reverse proxy on a TLS (`wire` Https1 or H2: the same
+/// `ssl http2` listener, the wire only says what the probe asks for) or an
+/// h2c listener, serving the run's certificate.
+#[derive(Debug)]
+pub struct NginxTls {
+    pub nginx: PathBuf,
+    pub name: String,
+    pub wire: Wire,
+    pub cert: Arc<BenchCert>,
+}
+
+impl Contender for NginxTls {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&self, ctx: &StartCtx<'_>) -> Result<Started> {
+        let backend = ctx.backend;
+        let (cert, key) = self.cert.write(ctx.dir)?;
+        let wire = self.wire;
+        let served = Arc::clone(&self.cert);
+        let n = start_probed(
+            &self.nginx,
+            &self.name,
+            ctx.dir,
+            ctx.cpu,
+            |port| tls_proxy_body(port, backend, wire, &cert, &key),
+            |port, proc| {
+                procs::wait_ok_with(&wire.url(port), proc, START_TIMEOUT, || {
+                    tls::probe(port, wire, Some(&served)).map(|p| p.status)
+                })
+            },
+        )?;
+        let mut s = Started::new(&self.name, wire.url(n.addr.port()));
+        s.measured = Some(n.worker);
+        s.commands.push(n.command);
+        s.files.push((n.conf_path, n.conf));
+        s.version = Some(version(&self.nginx));
+        s.own(n.master);
+        Ok(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +364,29 @@ mod tests {
         ] {
             assert!(c.contains(needle), "missing {needle:?} in\n{c}");
         }
+    }
+
+    #[test]
+    fn tls_conf_listens_ssl_http2_with_the_certificate() {
+        let backend = "127.0.0.1:9000".parse().expect("valid addr");
+        let c = tls_proxy_body(
+            8443,
+            backend,
+            Wire::H2,
+            Path::new("/d/cert.pem"),
+            Path::new("/d/key.pem"),
+        );
+        for needle in [
+            "listen 127.0.0.1:8443 ssl http2;",
+            "ssl_certificate /d/cert.pem;",
+            "ssl_certificate_key /d/key.pem;",
+            "ssl_protocols TLSv1.2 TLSv1.3;",
+            "keepalive 64;",
+        ] {
+            assert!(c.contains(needle), "missing {needle:?} in\n{c}");
+        }
+        let h2c = tls_proxy_body(8080, backend, Wire::H2c, Path::new("/c"), Path::new("/k"));
+        assert!(h2c.contains("listen 127.0.0.1:8080 http2;"), "{h2c}");
+        assert!(!h2c.contains("ssl"), "{h2c}");
     }
 }

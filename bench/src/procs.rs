@@ -408,18 +408,31 @@ pub fn wait_http_ok_req(
     proc: &mut Managed,
     timeout: Duration,
 ) -> Result<()> {
+    wait_ok_with(&format!("http://{addr}{path}"), proc, timeout, || {
+        http_get_status_req(addr, path, headers)
+    })
+}
+
+/// Polls `probe` (a request to `what`, returning its status) until it
+/// answers 200, the process dies, or the deadline passes.
+pub fn wait_ok_with(
+    what: &str,
+    proc: &mut Managed,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<u16>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         check_interrupted()?;
         proc.ensure_running()?;
-        let last = match http_get_status_req(addr, path, headers) {
+        let last = match probe() {
             Ok(200) => return Ok(()),
             Ok(code) => format!("status {code}"),
-            Err(e) => e.to_string(),
+            Err(e) => format!("{e:#}"),
         };
         if Instant::now() >= deadline {
             bail!(
-                "{} did not answer 200 on http://{addr}{path} within {timeout:?} (last: {last}); its output:\n{}",
+                "{} did not answer 200 on {what} within {timeout:?} (last: {last}); its output:\n{}",
                 proc.name,
                 proc.log_tail()
             );

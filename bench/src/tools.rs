@@ -38,6 +38,10 @@ pub const REDIS: Tool = Tool {
     program: "redis-server",
     package: "redis-server",
 };
+pub const H2LOAD: Tool = Tool {
+    program: "h2load",
+    package: "nghttp2-client",
+};
 pub const ETCD: Tool = Tool {
     program: "etcd",
     package: "etcd-server",

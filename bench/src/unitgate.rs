@@ -6,12 +6,14 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::contender::{self, Contender, StartCtx, Started};
 use crate::procs::{self, Managed};
+use crate::tls::{self, BenchCert, Wire};
 use crate::tools;
 
 /// How long unitgate gets to answer its first 200.
@@ -123,6 +125,27 @@ placement = "local"
     )
 }
 
+/// [`plain_config`] plus a TLS listener on `tls_port` serving `cert.pem` /
+/// `key.pem` from the config's directory as the default certificate.
+pub fn tls_config(port: u16, tls_port: u16, backend: SocketAddr) -> String {
+    plain_config(port, backend)
+        .replace(
+            "threads = 1\n",
+            &format!("listen_tls = [\"127.0.0.1:{tls_port}\"]\nthreads = 1\n"),
+        )
+        .replace(
+            "[[units]]",
+            "[tls]
+min_version = \"1.2\"
+[[tls.certificates]]
+cert_file = \"cert.pem\"
+key_file = \"key.pem\"
+hosts = []
+
+[[units]]",
+        )
+}
+
 /// [`plain_config`] balancing by least connections.
 pub fn least_conn_config(port: u16, backend: SocketAddr) -> String {
     plain_config(port, backend).replace(
@@ -180,6 +203,62 @@ impl Contender for Unitgate {
     }
 }
 
+/// unitgate measured on its TLS listener (`wire` Https1 or H2: the config
+/// is the same, ALPN h2 and http/1.1; the wire says what the probe asks for
+/// and the URL points at the TLS listener; its plain listener stays idle) or
+/// on its plain listener as h2c with prior knowledge (`wire` H2c: the plain
+/// config, `gateway.h2c` at its default, on).
+#[derive(Debug)]
+pub struct UnitgateTls {
+    pub bin: PathBuf,
+    pub name: String,
+    pub wire: Wire,
+    pub cert: Arc<BenchCert>,
+}
+
+impl Contender for UnitgateTls {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&self, ctx: &StartCtx<'_>) -> Result<Started> {
+        fs::create_dir_all(ctx.dir).with_context(|| format!("creating {}", ctx.dir.display()))?;
+        if self.wire.tls() {
+            self.cert.write(ctx.dir)?;
+        }
+        let conf_path = ctx.dir.join("unitgate.toml");
+        contender::with_free_port("unitgate", |port| {
+            contender::with_free_port("unitgate tls", |tls_port| {
+                let (conf, measured_port) = if self.wire.tls() {
+                    (tls_config(port, tls_port, ctx.backend), tls_port)
+                } else {
+                    (plain_config(port, ctx.backend), port)
+                };
+                fs::write(&conf_path, &conf)
+                    .with_context(|| format!("writing {}", conf_path.display()))?;
+                let mut cmd = procs::pinned(ctx.cpu, &self.bin);
+                cmd.env("RUST_LOG", "warn")
+                    .arg("run")
+                    .arg("-c")
+                    .arg(&conf_path);
+                let command = procs::command_line(&cmd);
+                let mut proc = Managed::spawn("unitgate", cmd, &ctx.dir.join("unitgate.log"))?;
+                let url = self.wire.url(measured_port);
+                procs::wait_ok_with(&url, &mut proc, START_TIMEOUT, || {
+                    tls::probe(measured_port, self.wire, Some(&self.cert)).map(|p| p.status)
+                })?;
+                let mut s = Started::new(&self.name, url);
+                s.measured = Some(proc.pid());
+                s.commands.push(command);
+                s.files.push((conf_path.clone(), conf));
+                s.version = version(&self.bin);
+                s.own(proc);
+                Ok(s)
+            })
+        })
+    }
+}
+
 /// `unitgate --version`'s first line, if the binary supports the flag.
 pub fn version(bin: &Path) -> Option<String> {
     let mut cmd = Command::new(bin);
@@ -225,5 +304,25 @@ mod tests {
         assert!(c.contains("threads = 1"));
         let lc = least_conn_config(8080, "127.0.0.1:9000".parse().expect("valid addr"));
         assert!(lc.contains("lb = \"least_conn\""), "{lc}");
+        let t = tls_config(8080, 8443, "127.0.0.1:9000".parse().expect("valid addr"));
+        assert!(t.contains("listen_tls = [\"127.0.0.1:8443\"]"), "{t}");
+        assert!(
+            t.contains(
+                "[tls]\nmin_version = \"1.2\"\n[[tls.certificates]]\ncert_file = \"cert.pem\""
+            ),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn tls_config_validates_with_the_bench_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        BenchCert::generate()
+            .expect("certificate")
+            .write(dir.path())
+            .expect("written");
+        let t = tls_config(8080, 8443, "127.0.0.1:9000".parse().expect("valid addr"));
+        let c = unitgate_config::parse(&t, dir.path()).expect("valid config");
+        assert_eq!(c.gateway.listen_tls.len(), 1);
     }
 }

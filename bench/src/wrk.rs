@@ -1,4 +1,6 @@
-//! Running `wrk` (Debian's wrk 4.x) and reading its text report.
+//! Running `wrk` (Debian's wrk 4.x) and reading its text report; the
+//! [`LoadTool`] trait the scenario runner drives (wrk, h2load, the bench's
+//! own connection-per-request client), all reporting a [`WrkReport`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,6 +9,43 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::procs;
+
+/// A load generator: one bounded run against a URL, reduced to a report.
+pub trait LoadTool {
+    /// Length of a measured run.
+    fn duration(&self) -> Duration;
+    /// The command of one run of `duration` against `url` (the report
+    /// prints it; `run` runs it).
+    fn command(&self, url: &str, headers: &[String], duration: Duration) -> Command;
+    /// Runs it to completion (bounded) and reads its report.
+    fn run(&self, url: &str, headers: &[String], duration: Duration) -> Result<WrkReport>;
+    /// The report's settings line for this load: what it sends, how long
+    /// the warmup and measured runs are, `rounds` rounds.
+    fn describe(&self, warmup: Duration, rounds: usize) -> String;
+}
+
+impl LoadTool for Load {
+    fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    fn command(&self, url: &str, headers: &[String], duration: Duration) -> Command {
+        Load::command(self, url, headers, duration)
+    }
+
+    fn run(&self, url: &str, headers: &[String], duration: Duration) -> Result<WrkReport> {
+        Load::run(self, url, headers, duration)
+    }
+
+    fn describe(&self, warmup: Duration, rounds: usize) -> String {
+        format!(
+            "wrk: 1 thread, {} connections, {} s measured after {} s warmup, {rounds} rounds (contenders alternate within each round); medians below",
+            self.connections,
+            self.duration.as_secs(),
+            warmup.as_secs()
+        )
+    }
+}
 
 /// How a load run is shaped.
 #[derive(Debug, Clone)]
@@ -67,6 +106,9 @@ pub struct WrkReport {
     pub non_2xx: u64,
     /// Sum of the "Socket errors:" counters (0 when the line is absent).
     pub socket_errors: u64,
+    /// The load generator's own CPU µs per request, when it reports it
+    /// (the bench's `conn-load` does; wrk and h2load do not).
+    pub load_cpu_us: Option<f64>,
 }
 
 impl WrkReport {
@@ -125,11 +167,12 @@ pub fn parse(text: &str) -> Result<WrkReport> {
         p99: p99.ok_or_else(|| anyhow!("no 99% latency line (was --latency given?)"))?,
         non_2xx,
         socket_errors,
+        load_cpu_us: None,
     })
 }
 
 /// wrk's time format: a number followed by us, ms, s, m or h.
-fn parse_time(s: &str) -> Result<Duration> {
+pub fn parse_time(s: &str) -> Result<Duration> {
     let split = s
         .find(|c: char| c.is_ascii_alphabetic())
         .ok_or_else(|| anyhow!("time without a unit: {s:?}"))?;

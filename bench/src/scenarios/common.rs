@@ -17,7 +17,7 @@ use crate::scenarios::{self, Pinning, Row, Sample, Scenario};
 use crate::section::{Section, Target};
 use crate::tools;
 use crate::unitgate;
-use crate::wrk::{self, Load};
+use crate::wrk::{self, Load, LoadTool};
 
 /// Options every scenario takes.
 #[derive(Debug, Clone, Args)]
@@ -172,8 +172,17 @@ impl Bench {
 
     /// The runner for this setup; `warmup` overrides the options' warmup.
     pub fn scenario(&self, warmup: Option<Duration>) -> Scenario<'_> {
+        self.scenario_with(&self.load, warmup)
+    }
+
+    /// The runner for this setup with another load generator than wrk.
+    pub fn scenario_with<'a>(
+        &self,
+        load: &'a dyn LoadTool,
+        warmup: Option<Duration>,
+    ) -> Scenario<'a> {
         Scenario {
-            load: &self.load,
+            load,
             warmup: warmup.unwrap_or(Duration::from_secs(self.common.warmup)),
             backend_pid: self.backend.worker,
             rounds: self.common.rounds,
@@ -182,6 +191,15 @@ impl Bench {
 
     /// Alternates the contenders over the rounds; medians per contender.
     pub fn run(&self, started: &mut [Started]) -> Result<(Vec<Sample>, Vec<Row>)> {
+        self.run_with(started, &self.load)
+    }
+
+    /// [`Bench::run`] with another load generator than wrk.
+    pub fn run_with(
+        &self,
+        started: &mut [Started],
+        load: &dyn LoadTool,
+    ) -> Result<(Vec<Sample>, Vec<Row>)> {
         let per_run = self.common.duration + self.common.warmup;
         eprintln!(
             "bench: {} rounds × {} contenders × {per_run} s ≈ {} s of load",
@@ -189,7 +207,7 @@ impl Bench {
             started.len(),
             self.common.rounds as u64 * started.len() as u64 * per_run
         );
-        let samples = self.scenario(None).run(started)?;
+        let samples = self.scenario_with(load, None).run(started)?;
         let rows = scenarios::summarize(&samples);
         Ok((samples, rows))
     }
@@ -204,6 +222,8 @@ impl Bench {
         for s in started {
             let kind = if s.name.starts_with("unitgate") {
                 "unitgate"
+            } else if s.name.starts_with("nginx") {
+                "nginx"
             } else {
                 s.name.as_str()
             };
@@ -231,20 +251,24 @@ impl Bench {
         }
         commands.extend(r.extra_commands.iter().cloned());
         let warmup = Duration::from_secs(self.common.warmup);
+        let load: &dyn LoadTool = r.load.unwrap_or(&self.load);
         for s in r.started {
             commands.push(format!("# load: {} (warmup, then measured)", s.name));
             if !warmup.is_zero() {
                 commands.push(crate::procs::command_line(
-                    &self.load.command(&s.url, &s.headers, warmup),
+                    &load.command(&s.url, &s.headers, warmup),
                 ));
             }
-            commands.push(crate::procs::command_line(&self.load.command(
+            commands.push(crate::procs::command_line(&load.command(
                 &s.url,
                 &s.headers,
-                self.load.duration,
+                load.duration(),
             )));
         }
-        let mut settings = vec![self.common.settings_line()];
+        let mut settings = vec![match r.load {
+            Some(l) => l.describe(warmup, self.common.rounds),
+            None => self.common.settings_line(),
+        }];
         settings.extend(r.settings.iter().cloned());
         settings.push(
             "backend: nginx, 1 worker, `return 200 \"ok\\n\"`; every contender forwards to the same backend".into(),
@@ -307,6 +331,8 @@ pub struct ReportParts<'a> {
     pub notes: Vec<String>,
     pub extra_commands: Vec<String>,
     pub extra_versions: Vec<(String, String)>,
+    /// The load generator, when it is not the bench's wrk.
+    pub load: Option<&'a dyn LoadTool>,
 }
 
 /// Prints the report, writes it to `out/<file>`, and returns the section.

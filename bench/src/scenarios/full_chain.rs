@@ -85,6 +85,7 @@ pub fn section(c: &Common) -> Result<Section> {
         notes,
         extra_commands: Vec::new(),
         extra_versions: Vec::new(),
+        load: None,
     });
     let section = Section {
         title: "Full feature chain".into(),

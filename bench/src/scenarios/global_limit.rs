@@ -114,6 +114,7 @@ pub fn section(c: &Common) -> Result<Section> {
         )],
         extra_commands: vec!["# redis".into(), redis.command.clone()],
         extra_versions: vec![("redis".into(), redis::version(&redis_bin))],
+        load: None,
     });
     md.push_str("\n## Redis per measured run\n\n| round | contender | Redis CPU µs/req | script calls/req |\n|---:|---|---:|---:|\n");
     for (s, r) in samples.iter().zip(&redis_runs) {

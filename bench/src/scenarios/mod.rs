@@ -14,6 +14,7 @@ pub mod results;
 pub mod routes;
 pub mod slow_instance;
 pub mod timeline;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use anyhow::{bail, Result};
 
 use crate::contender::Started;
 use crate::procs;
-use crate::wrk::{Load, WrkReport};
+use crate::wrk::{LoadTool, WrkReport};
 
 /// Which CPU each party runs on. The proxy under test gets a core to itself
 /// (CPU 0) so its throughput and CPU per request are not disturbed by the
@@ -68,9 +69,8 @@ pub struct Sample {
 }
 
 /// Runs the measured loops of a scenario.
-#[derive(Debug)]
 pub struct Scenario<'a> {
-    pub load: &'a Load,
+    pub load: &'a dyn LoadTool,
     /// Unmeasured run before each measured one (0 = none).
     pub warmup: Duration,
     /// The backend process whose CPU is read in every run.
@@ -115,12 +115,16 @@ impl Scenario<'_> {
         }
         let proxy_before = c.measured.map(procs::cpu_micros).transpose()?;
         let backend_before = procs::cpu_micros(self.backend_pid)?;
-        let wrk = self.load.run(&c.url, &c.headers, self.load.duration)?;
+        let wrk = self.load.run(&c.url, &c.headers, self.load.duration())?;
         let backend_after = procs::cpu_micros(self.backend_pid)?;
         let proxy_after = c.measured.map(procs::cpu_micros).transpose()?;
         c.ensure_running()?;
         if wrk.requests == 0 {
-            bail!("{}: wrk completed no requests against {}", c.name, c.url);
+            bail!(
+                "{}: the load completed no requests against {}",
+                c.name,
+                c.url
+            );
         }
         let per_req =
             |before: u64, after: u64| after.saturating_sub(before) as f64 / wrk.requests as f64;
@@ -214,6 +218,7 @@ mod tests {
                 p99: Duration::from_millis(2),
                 non_2xx: 0,
                 socket_errors: 1,
+                load_cpu_us: None,
             },
             proxy_cpu_us: proxy,
             backend_cpu_us: 3.0,

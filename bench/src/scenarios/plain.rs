@@ -165,6 +165,7 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
         notes,
         extra_commands: Vec::new(),
         extra_versions: Vec::new(),
+        load: None,
     });
     let section = Section {
         title: "Plain proxy".into(),

@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::charts;
+use crate::h2load;
 use crate::haproxy;
 use crate::nginx;
 use crate::procs;
@@ -22,7 +23,7 @@ use crate::redis;
 use crate::report::Machine;
 use crate::scenarios::common::Common;
 use crate::scenarios::{
-    failover, full_chain, global_limit, migration, plain, redis_kill, reload, routes,
+    failover, full_chain, global_limit, migration, plain, redis_kill, reload, routes, tls,
 };
 use crate::section::Section;
 use crate::tools;
@@ -38,6 +39,9 @@ pub const SCENARIOS: &[(&str, ScenarioFn)] = &[
     ("full-chain", full_chain::section),
     ("global-limit", global_limit::section),
     ("routes", routes::section),
+    ("tls-handshake", tls::handshake_section),
+    ("tls-keepalive", tls::keepalive_section),
+    ("h2-streams", tls::h2_section),
     ("reload", reload_section),
     ("failover", failover_section),
     ("redis-kill", redis_kill_section),
@@ -236,6 +240,10 @@ fn versions(common: &Common) -> Vec<(String, String)> {
         (
             "wrk".into(),
             found("wrk").map_or("not found".into(), |p| wrk::version(&p)),
+        ),
+        (
+            "h2load".into(),
+            found("h2load").map_or("not found".into(), |p| h2load::version(&p)),
         ),
         (
             "unitgate".into(),

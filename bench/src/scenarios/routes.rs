@@ -50,6 +50,7 @@ pub fn section(c: &Common) -> Result<Section> {
         )],
         extra_commands: Vec::new(),
         extra_versions: Vec::new(),
+        load: None,
     });
     let section = Section {
         title: "Route-table scale".into(),
