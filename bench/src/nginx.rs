@@ -83,13 +83,16 @@ pub fn backend_body(port: u16) -> String {
 
 /// The reverse proxy: a keepalive upstream pool to the backend.
 pub fn proxy_body(port: u16, backend: SocketAddr) -> String {
-    proxy_body_with(&format!("127.0.0.1:{port}"), "", backend)
+    proxy_body_with(&format!("127.0.0.1:{port}"), "", backend, 64)
 }
 
 /// The reverse proxy on a TLS (`ssl http2`: ALPN h2 and http/1.1, like
 /// unitgate's TLS listener) or an h2c (`http2`, prior knowledge) listener,
 /// TLS 1.2 and 1.3 with `cert`/`key`; session cache and tickets at nginx's
-/// defaults (the bench's clients never resume).
+/// defaults (the bench's clients never resume). The upstream pool keeps up
+/// to 256 idle connections, as many as unitgate's
+/// (`upstream_keepalive_pool_size`): h2load's 4 × 32 streams are 128
+/// requests in flight, more than the plain proxy's 64.
 pub fn tls_proxy_body(
     port: u16,
     backend: SocketAddr,
@@ -111,15 +114,21 @@ pub fn tls_proxy_body(
         ),
         Wire::H2c => (format!("127.0.0.1:{port} http2"), String::new()),
     };
-    proxy_body_with(&listen, &extra, backend)
+    proxy_body_with(&listen, &extra, backend, 256)
 }
 
-/// The reverse proxy with its `listen` parameters and extra server lines.
-fn proxy_body_with(listen: &str, server_extra: &str, backend: SocketAddr) -> String {
+/// The reverse proxy with its `listen` parameters, extra server lines and
+/// the size of its idle upstream pool.
+fn proxy_body_with(
+    listen: &str,
+    server_extra: &str,
+    backend: SocketAddr,
+    keepalive: u32,
+) -> String {
     format!(
         "    upstream backend {{
         server {backend};
-        keepalive 64;
+        keepalive {keepalive};
         keepalive_requests 1000000;
     }}
 
@@ -381,7 +390,7 @@ mod tests {
             "ssl_certificate /d/cert.pem;",
             "ssl_certificate_key /d/key.pem;",
             "ssl_protocols TLSv1.2 TLSv1.3;",
-            "keepalive 64;",
+            "keepalive 256;",
         ] {
             assert!(c.contains(needle), "missing {needle:?} in\n{c}");
         }

@@ -135,7 +135,7 @@ impl Setup {
                 self.cert.fingerprint()
             ),
             "unitgate: `threads = 1`, `[gateway] listen_tls` with `[tls] min_version = \"1.2\"` and the certificate as the default (`hosts = []`); ALPN h2 and http/1.1; its plain listener stays idle (the TLS listener is a pingora service of its own, with its own runtime thread, beside the plain one's: the whole process is pinned to the proxy CPU and all its threads are counted)".into(),
-            "nginx: `worker_processes 1`, `listen … ssl http2` (ALPN h2 and http/1.1), `ssl_protocols TLSv1.2 TLSv1.3`, session cache and tickets at nginx's defaults; upstream `keepalive 64`".into(),
+            "nginx: `worker_processes 1`, `listen … ssl http2` (ALPN h2 and http/1.1), `ssl_protocols TLSv1.2 TLSv1.3`, session cache and tickets at nginx's defaults; upstream `keepalive 256` (unitgate's upstream pool is 256 too); the `-http` contenders are the plain scenario's nginx (`keepalive 64`)".into(),
         ]
     }
 
@@ -413,7 +413,7 @@ pub fn keepalive(args: &TlsArgs) -> Result<Section> {
         cpu("nginx-http"),
     ) {
         notes.push(format!(
-            "TLS's cost per keep-alive request (https − http): unitgate {:.1} µs ({:.2}× its http), nginx {:.1} µs ({:.2}× its http)",
+            "https − http per keep-alive request: unitgate {:+.1} µs (https {:.2}× its http), nginx {:+.1} µs (https {:.2}× its http)",
             uh - u,
             uh / u,
             nh - n,
