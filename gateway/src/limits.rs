@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use unitgate_config::{LimitKey, LimitScope, OnFailure, RateLimit, Route};
 use unitgate_plugins::ratelimit::global::GlobalLimits;
+use unitgate_plugins::ratelimit::lease::{self, Leases};
 use unitgate_plugins::ratelimit::local::LocalLimiter;
 use unitgate_plugins::ratelimit::{Shape, Verdict};
 
@@ -27,6 +28,9 @@ pub struct Limiter {
     pub local: Option<Arc<LocalLimiter>>,
     /// `unitgate:rl:<route>:<index>:` — the Redis key prefix of a global limit.
     pub redis_prefix: String,
+    /// A global limit's token leases (kept across reloads while the limit
+    /// and the fleet size are unchanged).
+    pub leases: Option<Arc<Leases>>,
 }
 
 impl Limiter {
@@ -63,11 +67,23 @@ impl Limiter {
                         ))
                     })
                 });
+                let leases = match (limit.scope, redis) {
+                    (LimitScope::Global, Some(r)) => {
+                        let kept = prev
+                            .and_then(|p| p.get(i))
+                            .filter(|p| p.config == *limit)
+                            .and_then(|p| p.leases.clone())
+                            .filter(|l| l.batch == lease::batch_for(shape, r.fleet_size));
+                        Some(kept.unwrap_or_else(|| Leases::new(shape, r.fleet_size)))
+                    }
+                    _ => None,
+                };
                 Limiter {
                     config: limit.clone(),
                     shape,
                     local,
                     redis_prefix: format!("unitgate:rl:{}:{i}:", route.name),
+                    leases,
                 }
             })
             .collect()
@@ -110,13 +126,18 @@ pub async fn check(snap: &Snapshot, limits: &[Limiter], input: &LimitInput<'_>) 
                 None => continue,
             },
             LimitScope::Global => {
-                let redis = snap.redis.as_deref();
-                let answer = match redis {
-                    Some(r) => {
+                let redis = snap.redis.as_ref();
+                let answer = match (redis, &limit.leases) {
+                    (Some(r), Some(leases)) => {
+                        leases
+                            .check(r, &limit.redis_prefix, &key, limit.shape)
+                            .await
+                    }
+                    (Some(r), None) => {
                         r.check(&format!("{}{key}", limit.redis_prefix), limit.shape)
                             .await
                     }
-                    None => None,
+                    (None, _) => None,
                 };
                 match (answer, redis.map(|r| r.on_failure)) {
                     (Some(v), _) => v,

@@ -176,6 +176,81 @@ async fn three_gateways_share_one_global_limit() {
     );
 }
 
+/// Calls of the limit script Redis has served (`INFO commandstats`).
+fn script_calls(redis: &RedisProc) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "info", "commandstats"])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fast_global_limit_is_leased_in_batches_and_stays_accurate() {
+    let redis = RedisProc::start().await;
+    let a = backend("A", "a1").await;
+    // 300/s over 3 gateways: each leases 10 tokens (100 ms of its share).
+    let limits = "[[routes.rate_limits]]\nkey = \"route\"\nrate = \"300/s\"\nscope = \"global\"\n";
+    let section = format!(
+        "[redis]\nurl = \"{}\"\ntimeout_ms = 50\non_failure = \"closed\"\nfleet_size = 3\n",
+        redis.url()
+    );
+    let mut gws = Vec::new();
+    for _ in 0..3 {
+        gws.push(Arc::new(
+            GatewayProc::start(&config(&a, limits, &section)).await,
+        ));
+    }
+    for gw in &gws {
+        eventually("redis up", Duration::from_secs(5), || async {
+            (metric(&gw.metrics().await, "unitgate_redis_up") == Some(1.0)).then_some(())
+        })
+        .await;
+    }
+    // Drain the initial bucket (capacity 300): overload until refusals
+    // dominate, so the measured window starts from an empty bucket.
+    for _ in 0..5 {
+        let (ok, limited, _, _) = hammer(&gws, 1, 8).await;
+        if limited > 5 * ok {
+            break;
+        }
+    }
+    let calls_before = script_calls(&redis);
+    let secs = 4;
+    let (ok, limited, other, _) = hammer(&gws, secs, 8).await;
+    let calls = script_calls(&redis) - calls_before;
+    let expected = 300.0 * secs as f64;
+    eprintln!("global limit 300/s, 3 gateways, {secs} s: admitted {ok} (expected {expected}), refused {limited}, {calls} Redis calls");
+    assert_eq!(other, 0);
+    assert!(
+        limited > ok,
+        "the load must exceed the limit: {ok} ok, {limited} limited"
+    );
+    let ratio = ok as f64 / expected;
+    assert!(
+        (0.85..=1.15).contains(&ratio),
+        "admitted {ok} for an expected {expected} ({ratio:.2})"
+    );
+    // A call per batch of admissions (fewer calls than admissions), and
+    // refusals answered locally until a batch can exist again: Redis sees a
+    // small fraction of the requests (without leasing, one call each).
+    assert!(
+        calls < ok && calls * 20 < ok + limited,
+        "{calls} Redis calls for {ok} admitted and {limited} refused requests"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_loss_falls_back_without_errors_or_delay_and_recovers() {
     let mut redis = RedisProc::start().await;

@@ -25,11 +25,14 @@ const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
-/// KEYS[1] = bucket; ARGV = capacity, microseconds per token.
-/// Returns {allowed, tokens left (floor), µs until one token, µs until full}.
+/// KEYS[1] = bucket; ARGV = capacity, microseconds per token, tokens wanted.
+/// Takes as many of the wanted tokens as the bucket holds (a gateway leases
+/// a batch: [`super::lease`]).
+/// Returns {tokens taken, tokens left (floor), µs until one token, µs until full}.
 const SCRIPT: &str = r#"
 local capacity = tonumber(ARGV[1])
 local refill_us = tonumber(ARGV[2])
+local want = tonumber(ARGV[3]) or 1
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -43,11 +46,11 @@ if now > ts then
   tokens = math.min(capacity, tokens + (now - ts) / refill_us)
   ts = now
 end
-local allowed = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
+local allowed = math.min(want, math.floor(tokens))
+if allowed < 0 then
+  allowed = 0
 end
+tokens = tokens - allowed
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'ts', string.format('%.0f', ts))
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity * refill_us / 1000) + 1000)
 local wait_us = 0
@@ -56,6 +59,15 @@ if allowed == 0 then
 end
 return {allowed, math.floor(tokens), wait_us, math.ceil((capacity - tokens) * refill_us)}
 "#;
+
+/// What one call to the bucket got.
+#[derive(Debug, Clone, Copy)]
+pub struct Taken {
+    pub tokens: u64,
+    pub verdict: Verdict,
+    /// When refused: until the bucket holds a whole token again.
+    pub wait: Duration,
+}
 
 pub struct GlobalLimits {
     client: redis::Client,
@@ -92,6 +104,11 @@ impl GlobalLimits {
         &self.config
     }
 
+    /// How long a call may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn is_up(&self) -> bool {
         self.state.load(Ordering::Acquire) == UP
     }
@@ -100,6 +117,12 @@ impl GlobalLimits {
     /// the caller applies `on_failure`. Never waits longer than the timeout,
     /// and not at all while Redis is known to be down.
     pub async fn check(&self, key: &str, shape: Shape) -> Option<Verdict> {
+        self.take(key, shape, 1).await.map(|t| t.verdict)
+    }
+
+    /// Takes up to `want` tokens of `key`'s bucket at once: how many it got
+    /// (0 = refused) and the verdict for the request that asked.
+    pub async fn take(&self, key: &str, shape: Shape, want: u64) -> Option<Taken> {
         if self.state.load(Ordering::Acquire) == UNKNOWN {
             // Start-up: wait (bounded) for the probe's first answer.
             let _ = tokio::time::timeout(self.timeout, self.settled.notified()).await;
@@ -110,22 +133,27 @@ impl GlobalLimits {
         let mut conn = (*self.conn.load_full()?).clone();
         let refill_us = (shape.refill_every.as_micros() as u64).max(1);
         let mut invocation = self.script.key(key);
-        invocation.arg(shape.capacity).arg(refill_us);
+        invocation
+            .arg(shape.capacity)
+            .arg(refill_us)
+            .arg(want.max(1));
         let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn);
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok((allowed, tokens, wait_us, full_us))) => {
+            Ok(Ok((taken, tokens, wait_us, full_us))) => {
                 let wait = Duration::from_micros(wait_us.max(0) as u64);
                 let full = Duration::from_micros(full_us.max(0) as u64);
-                Some(Verdict {
-                    allowed: allowed == 1,
+                let allowed = taken >= 1;
+                let verdict = Verdict {
+                    allowed,
                     limit: shape.limit,
                     remaining: tokens.max(0) as u64,
-                    reset_secs: ceil_secs(if allowed == 1 { full } else { wait }),
-                    retry_after_secs: if allowed == 1 {
-                        0
-                    } else {
-                        ceil_secs(wait).max(1)
-                    },
+                    reset_secs: ceil_secs(if allowed { full } else { wait }),
+                    retry_after_secs: if allowed { 0 } else { ceil_secs(wait).max(1) },
+                };
+                Some(Taken {
+                    tokens: taken.max(0) as u64,
+                    verdict,
+                    wait,
                 })
             }
             Ok(Err(e)) => {

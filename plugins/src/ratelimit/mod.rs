@@ -5,6 +5,7 @@
 //! `Retry-After` headers need.
 
 pub mod global;
+pub mod lease;
 pub mod local;
 
 use std::time::Duration;
