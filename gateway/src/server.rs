@@ -113,6 +113,10 @@ pub fn run_with(
         // Attempts are bounded by the gateway's own budgets (instances for
         // connect failures, `retries` otherwise); this is only a backstop.
         max_retries: 1024,
+        // One single-threaded runtime per worker, as pingora's own runtime
+        // bench and linkerd2-proxy choose: a request stays on its thread (no
+        // cross-thread wakeups or task migration on the hot path).
+        work_stealing: false,
         ..ServerConf::default()
     };
     conf.upstream_keepalive_pool_size = 256;

@@ -153,6 +153,11 @@ impl ProxyHttp for Gateway {
         RequestCtx::new()
     }
 
+    /// No downstream modules: pingora's default adds a response-compression
+    /// module even when disabled, which costs allocations on every request.
+    /// The gateway does not compress; backends do.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     /// Steps 1-7 of the request path. `Ok(true)` means a response was written
     /// (404, 405, write_forbidden, overloaded) and proxying stops.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
