@@ -350,8 +350,22 @@ impl Service {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnitInstances {
     pub unit: UnitId,
-    /// Never empty, no duplicate address, at least one non-backup; in file order.
+    /// The instances given by IP, in file order; the gateway adds those its
+    /// resolver found for `named` (with `resolved = true`). Together with
+    /// `named` never empty, at least one non-backup; no duplicate address.
     pub instances: Vec<Instance>,
+    /// Instances given by host name, resolved by the gateway at load and
+    /// every `dns_refresh`: each A/AAAA record is an instance.
+    pub named: Vec<NamedInstance>,
+}
+
+/// An instance given as `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedInstance {
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+    pub backup: bool,
 }
 
 impl UnitInstances {
@@ -368,6 +382,8 @@ pub struct Instance {
     pub weight: u32,
     /// Serves only while no non-backup instance of the unit is available.
     pub backup: bool,
+    /// An address of a [`NamedInstance`], found by the gateway's resolver.
+    pub resolved: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -11,6 +11,7 @@ pub mod balance;
 pub mod clock;
 pub mod control;
 pub mod demo;
+pub mod dns;
 pub mod echo;
 pub mod edge;
 pub mod fleet;

@@ -305,6 +305,10 @@ impl ServicePools {
             (!matches!(service.health.kind, HealthKind::None)).then_some(service.health.interval);
         let mut by_unit: Vec<Option<Arc<UnitPool>>> = unit_names.iter().map(|_| None).collect();
         for ui in &service.instances {
+            // A unit whose instances are all names that never resolved.
+            if ui.instances.is_empty() {
+                continue;
+            }
             let before = prev.as_ref().and_then(|p| {
                 let old = p
                     .unit_names

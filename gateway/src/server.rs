@@ -113,10 +113,10 @@ pub fn run_with(
         // Attempts are bounded by the gateway's own budgets (instances for
         // connect failures, `retries` otherwise); this is only a backstop.
         max_retries: 1024,
-        // One single-threaded runtime per worker, as pingora's own runtime
-        // bench and linkerd2-proxy choose: a request stays on its thread (no
-        // cross-thread wakeups or task migration on the hot path).
-        work_stealing: false,
+        // Work stealing stays on: with `work_stealing = false` pingora 0.9's
+        // per-thread runtimes can hang on SIGINT (the accept loop spins on
+        // "A Tokio 1.x context was found, but it is being shutdown" and the
+        // runtime never finishes shutting down; seen 1 in 5 demo runs).
         ..ServerConf::default()
     };
     conf.upstream_keepalive_pool_size = 256;
@@ -139,11 +139,13 @@ pub fn run_with(
         }
         server.add_service(service);
     }
-    let mut proxy = pingora::services::listening::Service::new("unitgate".into(), edge);
-    for addr in &listen {
-        proxy.add_tcp(&addr.to_string());
+    if !listen.is_empty() {
+        let mut proxy = pingora::services::listening::Service::new("unitgate".into(), edge);
+        for addr in &listen {
+            proxy.add_tcp(&addr.to_string());
+        }
+        server.add_service(proxy);
     }
-    server.add_service(proxy);
     server.add_service(background_service("health checks", HealthService(health)));
     server.add_service(background_service(
         "config reload",
@@ -154,6 +156,10 @@ pub fn run_with(
         LimitsService(snapshot.clone()),
     ));
     server.add_service(background_service("fleet sync", FleetSync(control.clone())));
+    server.add_service(background_service(
+        "instance names",
+        crate::dns::DnsService(control.clone()),
+    ));
     server.add_service(background_service(
         "migrations",
         MigrationDriver(migrations.clone()),

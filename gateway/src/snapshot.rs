@@ -235,7 +235,8 @@ impl Snapshot {
     /// Fails (with every error) when a JWT key cannot be parsed: the one part
     /// of validation that needs the crypto libraries, so it is not in the
     /// config crate.
-    pub fn build(config: Config, prev: Option<&Snapshot>) -> Result<Self, Vec<String>> {
+    pub fn build(mut config: Config, prev: Option<&Snapshot>) -> Result<Self, Vec<String>> {
+        crate::dns::expand(&mut config);
         let jwt = verifiers(&config)?;
         let tls = match &config.tls {
             Some(t) => Some(crate::tls::server_config(t).map_err(|e| vec![e])?),

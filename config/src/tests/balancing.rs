@@ -13,6 +13,7 @@ fn instance(addr: &str, weight: u32, backup: bool) -> Instance {
         addr: addr.parse().expect("addr"),
         weight,
         backup,
+        resolved: false,
     }
 }
 

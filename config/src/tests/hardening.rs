@@ -96,16 +96,34 @@ fn client_limit_ranges() {
 }
 
 #[test]
-fn instances_still_need_an_ip() {
-    // dns_refresh_ms is parsed for the gateway to come; until it resolves host
-    // names, an instance given by name stays an error rather than a silent no-op.
+fn instances_by_host_name_are_kept_for_the_resolver() {
     let mut raw = minimal();
+    raw.services[0].instances.insert(
+        "A".into(),
+        vec!["Orders.Internal.:8080".into(), "127.0.0.1:1".into()],
+    );
+    let c = valid(&raw);
+    let ui = &c.services[0].instances[0];
+    assert_eq!(ui.instances.len(), 1);
+    assert_eq!(
+        (ui.named[0].host.as_str(), ui.named[0].port),
+        ("orders.internal", 8080),
+        "lowercased, without the root dot"
+    );
     raw.services[0]
         .instances
-        .insert("A".into(), vec!["orders.internal:8080".into()]);
-    assert_only_error(
-        &raw,
-        "services[0].instances.A[0]",
-        "host names are not supported",
+        .insert("A".into(), vec!["bad_-name-:8080".into(), "x:0".into()]);
+    assert_errors(
+        invalid(&raw),
+        &[
+            (
+                "services[0].instances.A[0]",
+                "expected IP:port or host:port",
+            ),
+            (
+                "services[0].instances.A[1]",
+                "expected IP:port or host:port",
+            ),
+        ],
     );
 }

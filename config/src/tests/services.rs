@@ -50,12 +50,16 @@ fn instances_under_unknown_unit() {
 #[test]
 fn instance_addresses() {
     let mut raw = minimal();
-    set_instances(&mut raw, "A", &["127.0.0.1:1", "orders.internal:8080"]);
-    assert_only_error(
-        &raw,
-        "services[0].instances.A[1]",
-        "host names are not supported, give IP:port",
+    set_instances(
+        &mut raw,
+        "A",
+        &[
+            "127.0.0.1:1",
+            "orders.internal:8080",
+            "orders.internal:8080",
+        ],
     );
+    assert_only_error(&raw, "services[0].instances.A[2]", "duplicate instance");
     set_instances(&mut raw, "A", &["127.0.0.1"]);
     assert_only_error(&raw, "services[0].instances.A[0]", "expected IP:port");
     set_instances(&mut raw, "A", &["127.0.0.1:1", "127.0.0.1:1"]);

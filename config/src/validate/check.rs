@@ -85,6 +85,39 @@ pub(crate) fn socket_addr(s: &str) -> Result<SocketAddr, String> {
     ))
 }
 
+/// An instance address: `IP:port`, or `host:port` with a valid DNS name.
+pub(crate) enum InstanceAddr {
+    Ip(SocketAddr),
+    Named(String, u16),
+}
+
+pub(crate) fn instance_addr(s: &str) -> Result<InstanceAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(InstanceAddr::Ip(a));
+    }
+    let bad = || {
+        format!("invalid address {s:?}: expected IP:port or host:port, e.g. 10.0.0.5:8080 or orders.internal:8080")
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.parse::<IpAddr>().is_err()
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid || port == 0 {
+        return Err(bad());
+    }
+    Ok(InstanceAddr::Named(host, port))
+}
+
 /// A CIDR block; a bare IP is a single host (/32 or /128).
 pub(crate) fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
     if let Ok(n) = s.parse::<ipnet::IpNet>() {

@@ -200,8 +200,11 @@ fn index_names<'a>(
 
 /// `[gateway]` but `unit`, which needs the units (left at 0 here).
 fn gateway(errs: &mut Errors, g: &RawGateway) -> Gateway {
-    if g.listen.is_empty() {
-        errs.push("gateway.listen", "at least one address is required");
+    if g.listen.is_empty() && g.listen_tls.is_empty() {
+        errs.push(
+            "gateway.listen",
+            "at least one address is required (in listen or listen_tls)",
+        );
     }
     let mut listen = Vec::new();
     for (i, s) in g.listen.iter().enumerate() {

@@ -5,7 +5,8 @@ use std::time::Duration;
 use super::{check, Cx};
 use crate::raw::{RawCircuitBreaker, RawHealth, RawOutlier, RawService};
 use crate::typed::{
-    CircuitBreaker, HealthCheck, HealthKind, Instance, LbPolicy, Outlier, Service, UnitInstances,
+    CircuitBreaker, HealthCheck, HealthKind, Instance, LbPolicy, NamedInstance, Outlier, Service,
+    UnitInstances,
 };
 
 /// The largest instance weight: a 100:1 split is already extreme.
@@ -54,6 +55,7 @@ fn service(cx: &mut Cx<'_>, base: &str, s: &RawService) -> Service {
         let path = check::key_path(&format!("{base}.instances"), unit_name);
         let unit = cx.unit(&path, unit_name);
         let mut parsed: Vec<Instance> = Vec::new();
+        let mut named: Vec<NamedInstance> = Vec::new();
         let mut all_backup = !list.is_empty();
         for (j, raw) in list.iter().enumerate() {
             any_instance = true;
@@ -71,20 +73,39 @@ fn service(cx: &mut Cx<'_>, base: &str, s: &RawService) -> Service {
                     .push(format!("{apath}.addr"), "required: the instance's IP:port");
                 continue;
             }
-            let Some(addr) = cx.errs.check(&apath, check::socket_addr(&raw.addr)) else {
+            let Some(addr) = cx.errs.check(&apath, check::instance_addr(&raw.addr)) else {
                 continue;
             };
-            if parsed.iter().any(|p| p.addr == addr) {
-                cx.errs.push(
-                    apath,
-                    format!("duplicate instance {:?} in unit {unit_name:?}", raw.addr),
-                );
-            } else {
-                parsed.push(Instance {
+            let (weight, backup) = (raw.weight.clamp(1, MAX_INSTANCE_WEIGHT), raw.backup);
+            match addr {
+                check::InstanceAddr::Ip(addr) if parsed.iter().any(|p| p.addr == addr) => {
+                    cx.errs.push(
+                        apath,
+                        format!("duplicate instance {:?} in unit {unit_name:?}", raw.addr),
+                    );
+                }
+                check::InstanceAddr::Ip(addr) => parsed.push(Instance {
                     addr,
-                    weight: raw.weight.clamp(1, MAX_INSTANCE_WEIGHT),
-                    backup: raw.backup,
-                });
+                    weight,
+                    backup,
+                    resolved: false,
+                }),
+                check::InstanceAddr::Named(host, port)
+                    if named
+                        .iter()
+                        .any(|n: &NamedInstance| n.host == host && n.port == port) =>
+                {
+                    cx.errs.push(
+                        apath,
+                        format!("duplicate instance {:?} in unit {unit_name:?}", raw.addr),
+                    );
+                }
+                check::InstanceAddr::Named(host, port) => named.push(NamedInstance {
+                    host,
+                    port,
+                    weight,
+                    backup,
+                }),
             }
         }
         if all_backup {
@@ -93,10 +114,11 @@ fn service(cx: &mut Cx<'_>, base: &str, s: &RawService) -> Service {
                 "every instance of the unit is a backup: at least one must not be",
             );
         }
-        if let (Some(unit), false) = (unit, parsed.is_empty()) {
+        if let (Some(unit), false) = (unit, parsed.is_empty() && named.is_empty()) {
             instances.push(UnitInstances {
                 unit,
                 instances: parsed,
+                named,
             });
         }
     }

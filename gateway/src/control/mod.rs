@@ -426,6 +426,26 @@ impl ControlPlane {
         Snapshot::build(config, Some(&prev)).map(Arc::new)
     }
 
+    /// The snapshot being served.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Rebuilds the snapshot from the config it runs (after a change outside
+    /// the config, e.g. instance names resolving to new addresses). Under
+    /// the control lock, so it never overwrites a reload in progress.
+    pub fn rebuild(&self, source: &'static str) {
+        let _applied = self.lock();
+        let current = self.snapshot.load_full();
+        match self.build(current.config.clone()) {
+            Ok(next) => {
+                self.swap(next);
+                tracing::debug!(source, "snapshot rebuilt");
+            }
+            Err(errors) => tracing::error!(source, ?errors, "cannot rebuild the snapshot"),
+        }
+    }
+
     /// Swaps a built snapshot in and starts its health checks.
     fn swap(&self, next: Arc<Snapshot>) {
         self.snapshot.store(next.clone());
