@@ -43,8 +43,66 @@ struct Shard {
     date: [u8; 19],
 }
 
+/// Where lines go: stderr, or a file reopened on SIGUSR1 (logrotate's
+/// convention: rename the file, signal, the gateway writes a new one).
+enum Output {
+    Stderr,
+    File {
+        path: std::path::PathBuf,
+        file: Option<std::fs::File>,
+    },
+}
+
+impl Output {
+    fn write(&mut self, batch: &[u8]) {
+        match self {
+            // Nowhere to report a failing stderr: the lines are lost.
+            Output::Stderr => {
+                let _ = std::io::stderr().lock().write_all(batch);
+            }
+            Output::File { path, file } => {
+                if file.is_none() {
+                    *file = open(path);
+                }
+                if let Some(f) = file {
+                    if let Err(e) = f.write_all(batch) {
+                        tracing::error!(file = %path.display(), "access log: {e}");
+                        *file = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Output::File { path, file } = self {
+            *file = open(path);
+            tracing::info!(file = %path.display(), "access log reopened");
+        }
+    }
+}
+
+fn open(path: &std::path::Path) -> Option<std::fs::File> {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(file = %path.display(), "access log: cannot open: {e}");
+            None
+        }
+    }
+}
+
+/// Set by SIGUSR1: the writer reopens the file.
+static REOPEN: std::sync::LazyLock<std::sync::Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(AtomicBool::new(false)));
+
 struct Logger {
     format: Format,
+    output: Mutex<Output>,
     shards: Vec<Mutex<Shard>>,
     wake: (Mutex<bool>, Condvar),
     dropped: AtomicU64,
@@ -59,13 +117,31 @@ thread_local! {
 }
 
 /// Starts the access log (once; `enabled = false` leaves it off, as
-/// `RUST_LOG=...,access=off` asks).
-pub fn init(format: Format, enabled: bool) {
+/// `RUST_LOG=...,access=off` asks), to `file` (appended; reopened on
+/// SIGUSR1) or stderr.
+pub fn init(format: Format, enabled: bool, file: Option<std::path::PathBuf>) -> Result<(), String> {
     if !enabled {
-        return;
+        return Ok(());
     }
+    let output = match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("--access-log {}: {e}", path.display()))?;
+            signal_hook::flag::register(signal_hook::consts::SIGUSR1, REOPEN.clone())
+                .map_err(|e| format!("SIGUSR1 handler: {e}"))?;
+            Output::File {
+                path,
+                file: Some(f),
+            }
+        }
+        None => Output::Stderr,
+    };
     let logger = Logger {
         format,
+        output: Mutex::new(output),
         shards: (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
@@ -80,14 +156,13 @@ pub fn init(format: Format, enabled: bool) {
         warned: AtomicBool::new(false),
     };
     if LOGGER.set(logger).is_err() {
-        return;
+        return Ok(());
     }
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("access-log".into())
-        .spawn(writer_loop);
-    if let Err(e) = spawned {
-        tracing::error!("access log writer: {e}");
-    }
+        .spawn(writer_loop)
+        .map(|_| ())
+        .map_err(|e| format!("access log writer: {e}"))
 }
 
 /// Whether lines are being written (checked before building one).
@@ -124,12 +199,16 @@ fn writer_loop() {
             *woken = false;
         }
         write_pending(l, &mut spare);
+        if REOPEN.swap(false, Ordering::Relaxed) {
+            l.output.lock().unwrap_or_else(|p| p.into_inner()).reopen();
+        }
     }
 }
 
 /// Swaps each shard's buffer with `spare` and writes it; the lock on a
 /// shard is held for the swap only.
 fn write_pending(l: &Logger, spare: &mut Vec<u8>) {
+    let mut out = l.output.lock().unwrap_or_else(|p| p.into_inner());
     for shard in &l.shards {
         {
             let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -138,10 +217,7 @@ fn write_pending(l: &Logger, spare: &mut Vec<u8>) {
             }
             std::mem::swap(&mut s.buf, spare);
         }
-        let mut err = std::io::stderr().lock();
-        // Nowhere to report a failing stderr: the lines are lost.
-        let _ = err.write_all(spare);
-        drop(err);
+        out.write(spare);
         spare.clear();
     }
 }

@@ -20,6 +20,10 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Write the access log (one line per request) to this file instead of
+    /// stderr; SIGUSR1 reopens it (for logrotate).
+    #[arg(long, global = true, value_name = "FILE")]
+    access_log: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -142,7 +146,10 @@ fn print_result(r: Result<String, String>) -> ExitCode {
 /// drops lines (lossy) instead of stalling the request path. The returned
 /// guard flushes on drop, so it lives as long as `main`. Colours only on a
 /// terminal: piped into a file or a log shipper, escape codes are noise.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(
+    format: LogFormat,
+    access_log: Option<PathBuf>,
+) -> Result<tracing_appender::non_blocking::WorkerGuard, String> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -167,8 +174,9 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     unitgate::access_log::init(
         access,
         tracing::enabled!(target: "access", tracing::Level::INFO),
-    );
-    guard
+        access_log,
+    )?;
+    Ok(guard)
 }
 
 /// `unitgate check`: every error of the file(s) on stderr, each prefixed by
@@ -258,7 +266,13 @@ fn check(config: &Path, fleet: Option<&Path>) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log_guard = init_logging(cli.log_format);
+    let _log_guard = match init_logging(cli.log_format, cli.access_log) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("unitgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli.command {
         Command::Check { config, fleet } => check(&config, fleet.as_deref()),
         Command::Echo {

@@ -923,3 +923,54 @@ async fn a_blocked_log_drops_access_lines_and_never_stalls_requests() {
         "no request waits on the log: slowest {slowest:?} of 4000 in {took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_file_is_reopened_on_sigusr1_for_logrotate() {
+    let (a, b) = (backend("A", "a1").await, backend("B", "b1").await);
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let gw = GatewayProc::start_with(
+        &text(&a, &b, "", ROUTES),
+        &[("RUST_LOG", "info")],
+        &["--access-log", log.to_str().expect("utf8")],
+    )
+    .await;
+    let send = |id: &'static str| {
+        gw.send(
+            gw.client
+                .get(gw.url("/orders/1"))
+                .header("x-user-id", "42")
+                .header("x-request-id", id),
+        )
+    };
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    assert_eq!(send("rot-1").await.status, 200);
+    eventually(
+        "the line is in the file",
+        Duration::from_secs(5),
+        || async { read(&log).contains("rot-1").then_some(()) },
+    )
+    .await;
+    assert!(
+        !gw.stderr().contains("rot-1"),
+        "the access line goes to the file only"
+    );
+
+    // logrotate: rename, then signal; new lines go to a new file.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).expect("rename");
+    gw.signal("USR1");
+    eventually("the file is reopened", Duration::from_secs(5), || async {
+        log.exists().then_some(())
+    })
+    .await;
+    assert_eq!(send("rot-2").await.status, 200);
+    eventually(
+        "the new line is in the new file",
+        Duration::from_secs(5),
+        || async { read(&log).contains("rot-2").then_some(()) },
+    )
+    .await;
+    let old = read(&rotated);
+    assert!(old.contains("rot-1") && !old.contains("rot-2"), "{old}");
+}
