@@ -44,6 +44,10 @@ pub struct Started {
     pub version: Option<String>,
     /// Extra request headers wrk sends (`Name: value`).
     pub headers: Vec<String>,
+    /// Where its access log goes and the text every access line contains
+    /// (`""`: every line is one), when it logs requests: the bench counts
+    /// the lines after the run against the requests it sent.
+    pub access_log: Option<(PathBuf, &'static str)>,
     procs: Vec<Managed>,
 }
 
@@ -57,6 +61,7 @@ impl Started {
             files: Vec::new(),
             version: None,
             headers: Vec::new(),
+            access_log: None,
             procs: Vec::new(),
         }
     }

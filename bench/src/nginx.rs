@@ -285,19 +285,56 @@ pub fn version(nginx: &Path) -> String {
 #[derive(Debug)]
 pub struct NginxProxy {
     pub nginx: PathBuf,
+    /// `access_log <dir>/access.log combined;` in the server (nginx's
+    /// default format, unbuffered: one write per request), instead of off.
+    pub access_log: bool,
+}
+
+impl NginxProxy {
+    /// Access log off.
+    pub fn new(nginx: PathBuf) -> Self {
+        Self {
+            nginx,
+            access_log: false,
+        }
+    }
+}
+
+/// [`proxy_body`] with `access_log <log> combined;` in its server.
+pub fn logging_proxy_body(port: u16, backend: SocketAddr, log: &Path) -> String {
+    proxy_body(port, backend).replacen(
+        "    server {\n",
+        &format!(
+            "    server {{\n        access_log {} combined;\n",
+            log.display()
+        ),
+        1,
+    )
 }
 
 impl Contender for NginxProxy {
     fn name(&self) -> &str {
-        "nginx"
+        if self.access_log {
+            "nginx-log"
+        } else {
+            "nginx"
+        }
     }
 
     fn start(&self, ctx: &StartCtx<'_>) -> Result<Started> {
         let backend = ctx.backend;
+        let log = ctx.dir.join("access.log");
         let n = start(&self.nginx, "nginx proxy", ctx.dir, ctx.cpu, |port| {
-            proxy_body(port, backend)
+            if self.access_log {
+                logging_proxy_body(port, backend, &log)
+            } else {
+                proxy_body(port, backend)
+            }
         })?;
         let mut s = Started::new(self.name(), format!("http://{}/", n.addr));
+        if self.access_log {
+            s.access_log = Some((log, ""));
+        }
         s.measured = Some(n.worker);
         s.commands.push(n.command);
         s.files.push((n.conf_path, n.conf));
@@ -373,6 +410,20 @@ mod tests {
         ] {
             assert!(c.contains(needle), "missing {needle:?} in\n{c}");
         }
+    }
+
+    #[test]
+    fn logging_proxy_logs_combined_in_its_server() {
+        let b = logging_proxy_body(
+            8080,
+            "127.0.0.1:9000".parse().expect("valid addr"),
+            Path::new("/d/access.log"),
+        );
+        assert!(
+            b.contains("    server {\n        access_log /d/access.log combined;\n        listen 127.0.0.1:8080;"),
+            "{b}"
+        );
+        assert_eq!(b.matches("access_log").count(), 1, "{b}");
     }
 
     #[test]

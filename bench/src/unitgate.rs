@@ -23,6 +23,40 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Unitgate {
     pub bin: PathBuf,
     pub variant: Variant,
+    /// The access log on: `RUST_LOG` unset (unitgate's default filter, text
+    /// lines on stderr, which the bench sends to `unitgate.log` on disk);
+    /// off: `RUST_LOG=warn`.
+    pub access_log: bool,
+    /// Pinned to the proxy CPU with taskset (when the run pins at all);
+    /// `false`: the scheduler places its threads.
+    pub pinned: bool,
+}
+
+impl Unitgate {
+    /// Pinned, access log off: the contender every ratio is taken against.
+    pub fn new(bin: PathBuf, variant: Variant) -> Self {
+        Self {
+            bin,
+            variant,
+            access_log: false,
+            pinned: true,
+        }
+    }
+}
+
+/// The text every line of unitgate's access log contains (its text layout:
+/// `<time>  INFO access: k=v …`).
+pub const ACCESS_LINE: &str = " INFO access: ";
+
+/// Sets the log filter: the access log on (`RUST_LOG` removed, so the
+/// gateway's default `info,…` filter applies, as users run it) or off
+/// (`RUST_LOG=warn`).
+pub fn log_env(cmd: &mut Command, access_log: bool) {
+    if access_log {
+        cmd.env_remove("RUST_LOG");
+    } else {
+        cmd.env("RUST_LOG", "warn");
+    }
 }
 
 /// Which request path unitgate is measured on.
@@ -174,16 +208,19 @@ impl Contender for Unitgate {
             };
             fs::write(&conf_path, &conf)
                 .with_context(|| format!("writing {}", conf_path.display()))?;
-            let mut cmd = procs::pinned(ctx.cpu, &self.bin);
-            cmd.env("RUST_LOG", "warn")
-                .arg("run")
-                .arg("-c")
-                .arg(&conf_path);
+            let cpu = if self.pinned { ctx.cpu } else { None };
+            let mut cmd = procs::pinned(cpu, &self.bin);
+            log_env(&mut cmd, self.access_log);
+            cmd.arg("run").arg("-c").arg(&conf_path);
             let command = procs::command_line(&cmd);
-            let mut proc = Managed::spawn("unitgate", cmd, &ctx.dir.join("unitgate.log"))?;
+            let log = ctx.dir.join("unitgate.log");
+            let mut proc = Managed::spawn("unitgate", cmd, &log)?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             procs::wait_http_ok(addr, &mut proc, START_TIMEOUT)?;
             let mut s = Started::new(self.name(), format!("http://{addr}/"));
+            if self.access_log {
+                s.access_log = Some((log, ACCESS_LINE));
+            }
             s.measured = Some(proc.pid());
             s.commands.push(command);
             s.files.push((conf_path.clone(), conf));

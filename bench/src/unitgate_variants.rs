@@ -33,6 +33,8 @@ pub struct Configured {
     /// Config lines shown in the report (`None`: all); a 10 000-route table
     /// is not worth printing whole.
     pub show_lines: Option<usize>,
+    /// The access log on (see [`unitgate::log_env`]).
+    pub access_log: bool,
 }
 
 impl Contender for Configured {
@@ -48,12 +50,11 @@ impl Contender for Configured {
             fs::write(&conf_path, &conf)
                 .with_context(|| format!("writing {}", conf_path.display()))?;
             let mut cmd = procs::pinned(ctx.cpu, &self.bin);
-            cmd.env("RUST_LOG", "warn")
-                .arg("run")
-                .arg("-c")
-                .arg(&conf_path);
+            unitgate::log_env(&mut cmd, self.access_log);
+            cmd.arg("run").arg("-c").arg(&conf_path);
             let command = procs::command_line(&cmd);
-            let mut proc = Managed::spawn(&self.name, cmd, &ctx.dir.join("unitgate.log"))?;
+            let log = ctx.dir.join("unitgate.log");
+            let mut proc = Managed::spawn(&self.name, cmd, &log)?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             procs::wait_http_ok_req(
                 addr,
@@ -80,6 +81,9 @@ impl Contender for Configured {
             s.files.push((conf_path.clone(), shown));
             s.version = unitgate::version(&self.bin);
             s.headers = self.headers.clone();
+            if self.access_log {
+                s.access_log = Some((log, unitgate::ACCESS_LINE));
+            }
             s.own(proc);
             Ok(s)
         })
@@ -180,6 +184,7 @@ pub fn full_chain(bin: PathBuf) -> Configured {
         ],
         path: "/".into(),
         show_lines: None,
+        access_log: false,
     }
 }
 
@@ -202,6 +207,15 @@ B = ["{backend}"]
 "#,
         full_chain_config(port, backend).trim_end()
     )
+}
+
+/// [`full_chain`] with the access log on.
+pub fn full_chain_log(bin: PathBuf) -> Configured {
+    Configured {
+        name: "unitgate-full-log".into(),
+        access_log: true,
+        ..full_chain(bin)
+    }
 }
 
 /// [`full_chain`] with [`full_chain_split_config`]: same token and cookie.
@@ -241,6 +255,7 @@ pub fn global_limit(bin: PathBuf, redis: SocketAddr) -> Configured {
         headers: Vec::new(),
         path: "/".into(),
         show_lines: None,
+        access_log: false,
     }
 }
 
@@ -292,6 +307,7 @@ pub fn routes(bin: PathBuf, n: usize) -> Configured {
         headers: Vec::new(),
         path: format!("{}/x", route_prefix(target_route(n))),
         show_lines: Some(40),
+        access_log: false,
     }
 }
 

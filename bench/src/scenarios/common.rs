@@ -415,6 +415,71 @@ pub fn require_all_ok(samples: &[Sample], names: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// One line per contender that logs requests: its access lines (counted in
+/// its log file after the run) against the requests of its measured runs
+/// (warmups and start probes come on top, so fewer lines than measured
+/// requests means lines were lost), plus any log line about dropped lines.
+pub fn access_log_notes(started: &[Started], samples: &[Sample]) -> Vec<String> {
+    // The writer flushes every 50 ms; give the last batch time to land.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut notes = Vec::new();
+    for s in started {
+        let Some((path, needle)) = &s.access_log else {
+            continue;
+        };
+        let measured: u64 = samples
+            .iter()
+            .filter(|x| x.contender == s.name)
+            .map(|x| x.wrk.requests)
+            .sum();
+        match count_lines(path, needle) {
+            Ok((lines, bytes, dropped)) => {
+                let verdict = if lines < measured {
+                    format!("**{} lines missing**", measured - lines)
+                } else {
+                    "none missing".to_owned()
+                };
+                notes.push(format!(
+                    "{}: {lines} access-log lines ({:.0} MB on disk, `{}`) for {measured} measured requests plus warmups: {verdict}{}",
+                    s.name,
+                    bytes as f64 / 1e6,
+                    path.display(),
+                    if dropped > 0 {
+                        format!("; {dropped} log lines mention dropped lines")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            Err(e) => notes.push(format!("{}: access log not read: {e:#}", s.name)),
+        }
+    }
+    notes
+}
+
+/// (lines containing `needle`, file size, lines mentioning "dropped").
+fn count_lines(path: &std::path::Path, needle: &str) -> Result<(u64, u64, u64)> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let bytes = f.metadata().map_or(0, |m| m.len());
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let (mut lines, mut dropped) = (0, 0);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&line);
+        if text.contains(needle) {
+            lines += 1;
+        } else if text.contains("dropped") {
+            dropped += 1;
+        }
+    }
+    Ok((lines, bytes, dropped))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,11 @@
 
 use anyhow::Result;
 
-use crate::contender::Contender;
+use crate::contender::{Contender, Renamed};
 use crate::floor::{self, Floor};
 use crate::nginx::NginxProxy;
 use crate::scenarios::common::{self, Bench, Common, ReportParts};
+use crate::scenarios::plain;
 use crate::section::Section;
 use crate::unitgate::{Unitgate, Variant};
 use crate::unitgate_variants;
@@ -33,21 +34,34 @@ pub fn section(c: &Common) -> Result<Section> {
         })),
         None => notes.push("no unitgate-floor binary beside unitgate-bench; floor left out".into()),
     }
-    contenders.push(Box::new(Unitgate {
-        bin: ug.clone(),
-        variant: Variant::Local,
+    contenders.push(Box::new(Unitgate::new(ug.clone(), Variant::Local)));
+    contenders.push(Box::new(Renamed {
+        name: "unitgate-log".into(),
+        inner: Unitgate {
+            access_log: true,
+            ..Unitgate::new(ug.clone(), Variant::Local)
+        },
     }));
     contenders.push(Box::new(unitgate_variants::full_chain(ug.clone())));
+    contenders.push(Box::new(unitgate_variants::full_chain_log(ug.clone())));
     contenders.push(Box::new(unitgate_variants::full_chain_split(ug)));
+    contenders.push(Box::new(NginxProxy::new(bench.nginx_bin.clone())));
     contenders.push(Box::new(NginxProxy {
         nginx: bench.nginx_bin.clone(),
+        access_log: true,
     }));
 
     let mut started = bench.start_all(&contenders)?;
     let (samples, rows) = bench.run(&mut started)?;
     common::require_all_ok(
         &samples,
-        &["unitgate", "unitgate-full", "unitgate-full-split"],
+        &[
+            "unitgate",
+            "unitgate-log",
+            "unitgate-full",
+            "unitgate-full-log",
+            "unitgate-full-split",
+        ],
     )?;
 
     let full = common::cpu_of(&rows, "unitgate-full")?;
@@ -70,12 +84,26 @@ pub fn section(c: &Common) -> Result<Section> {
     notes.push(format!(
         "full chain ÷ nginx (plain proxy_pass): {over_nginx:.3} (long-term goal ≤ 1.0; reported, not a target)"
     ));
+    let plain_log = common::cpu_of(&rows, "unitgate-log")?;
+    let full_log = common::cpu_of(&rows, "unitgate-full-log")?;
+    let nginx_log = common::cpu_of(&rows, "nginx-log")?;
+    notes.push(format!(
+        "access log on ÷ off: plain unitgate {:.3}, full chain {:.3} (target ≤ {:.2} each), nginx {:.3}; full chain ÷ plain with the log on: {:.3}",
+        plain_log / plain,
+        full_log / full,
+        plain::LOG_ON_OVER_OFF,
+        nginx_log / nginx,
+        full_log / plain_log
+    ));
+    notes.extend(common::access_log_notes(&started, &samples));
     let md = bench.report_markdown(&ReportParts {
         title: "unitgate bench: full feature chain".into(),
         settings: vec![
             "unitgate-full: `Authorization: Bearer <HS256 token, sub 42>` verified on the route, routing key `jwt:sub` (slot 42, home unit A of two), a valid signed `ug_route` cookie for slot 42, a local per-user limit of 10 000 000/s, metrics (always on)".into(),
             "unitgate-full-split: unitgate-full plus `[[routes.splits]]` sending 10 % of users to `backend-v2` (the same backend under another service name); the bench's one user keeps one bucket, so the figure is the cost of the choice itself".into(),
             "unitgate: plain, `placement = \"local\"`, no key, no token".into(),
+            "unitgate-full-log: unitgate-full with the access log on".into(),
+            plain::LOG_SETTINGS.into(),
             "every request of unitgate and unitgate-full must get 200 (wrk's non-2xx count 0), else the run fails".into(),
         ],
         rows: &rows,
@@ -97,6 +125,11 @@ pub fn section(c: &Common) -> Result<Section> {
                 "full chain / plain unitgate, CPU per request",
                 over_plain,
                 FULL_OVER_PLAIN,
+            ),
+            common::target(
+                "full chain access log on / off, CPU per request",
+                full_log / full,
+                plain::LOG_ON_OVER_OFF,
             ),
             common::target(
                 "full chain with a 10 % split / full chain, CPU per request",

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use crate::contender::{Contender, Direct};
+use crate::contender::{Contender, Direct, Renamed};
 use crate::floor::{self, Floor};
 use crate::haproxy::Haproxy;
 use crate::nginx::NginxProxy;
@@ -14,6 +14,12 @@ use crate::scenarios::common::{self, Bench, Common, ReportParts};
 use crate::section::Section;
 use crate::tools;
 use crate::unitgate::{self, Unitgate, Variant};
+
+/// Plain unitgate with the access log on ÷ off, CPU per request.
+pub const LOG_ON_OVER_OFF: f64 = 1.10;
+
+/// How the logging contenders log, for the reports.
+pub const LOG_SETTINGS: &str = "access logs: `unitgate` runs with `RUST_LOG=warn` (no access log); `unitgate-log` without `RUST_LOG` (the default filter, the access log on in its text layout, stderr to `unitgate.log` on disk); `unitgate-log-unpinned` the same without taskset; `nginx` has `access_log off`, `nginx-log` `access_log <dir>/access.log combined` (unbuffered, one write per request)";
 
 #[derive(Debug, Clone, Args)]
 pub struct PlainArgs {
@@ -58,8 +64,10 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
 
     let mut contenders: Vec<Box<dyn Contender>> = vec![
         Box::new(Direct),
+        Box::new(NginxProxy::new(bench.nginx_bin.clone())),
         Box::new(NginxProxy {
             nginx: bench.nginx_bin.clone(),
+            access_log: true,
         }),
     ];
     if !args.no_haproxy {
@@ -96,20 +104,26 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
         match unitgate::locate(args.common.unitgate.as_deref())? {
             Some(bin) => {
                 if args.sharded {
-                    contenders.push(Box::new(Unitgate {
-                        bin: bin.clone(),
-                        variant: Variant::Sharded,
-                    }));
+                    contenders.push(Box::new(Unitgate::new(bin.clone(), Variant::Sharded)));
                 }
                 if args.least_conn {
-                    contenders.push(Box::new(Unitgate {
-                        bin: bin.clone(),
-                        variant: Variant::LeastConn,
-                    }));
+                    contenders.push(Box::new(Unitgate::new(bin.clone(), Variant::LeastConn)));
                 }
-                contenders.push(Box::new(Unitgate {
-                    bin,
-                    variant: Variant::Local,
+                contenders.push(Box::new(Unitgate::new(bin.clone(), Variant::Local)));
+                contenders.push(Box::new(Renamed {
+                    name: "unitgate-log".into(),
+                    inner: Unitgate {
+                        access_log: true,
+                        ..Unitgate::new(bin.clone(), Variant::Local)
+                    },
+                }));
+                contenders.push(Box::new(Renamed {
+                    name: "unitgate-log-unpinned".into(),
+                    inner: Unitgate {
+                        access_log: true,
+                        pinned: false,
+                        ..Unitgate::new(bin, Variant::Local)
+                    },
                 }));
             }
             None => {
@@ -153,10 +167,37 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
             1.02,
         ));
     }
+    if let (Ok(on), Ok(off)) = (
+        common::cpu_of(&rows, "unitgate-log"),
+        common::cpu_of(&rows, "unitgate"),
+    ) {
+        targets.push(common::target(
+            "plain unitgate access log on / off, CPU per request",
+            on / off,
+            LOG_ON_OVER_OFF,
+        ));
+        if let Ok(un) = common::cpu_of(&rows, "unitgate-log-unpinned") {
+            notes.push(format!(
+                "unitgate, access log on, unpinned ÷ pinned: {:.3} (reported, not a target)",
+                un / on
+            ));
+        }
+    }
+    if let (Ok(on), Ok(off)) = (
+        common::cpu_of(&rows, "nginx-log"),
+        common::cpu_of(&rows, "nginx"),
+    ) {
+        notes.push(format!(
+            "nginx access log (`combined`, to a file) on ÷ off: {:.3}",
+            on / off
+        ));
+    }
+    notes.extend(common::access_log_notes(&started, &samples));
     let md = bench.report_markdown(&ReportParts {
         title: "unitgate bench: plain proxy".into(),
         settings: vec![
             "haproxy: `nbthread 1`, one server with `http-reuse always`, keep-alive both sides, no logging, `haproxy -db` (foreground, one process)".into(),
+            LOG_SETTINGS.into(),
         ],
         rows: &rows,
         samples: &samples,

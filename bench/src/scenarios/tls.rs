@@ -112,16 +112,11 @@ impl Setup {
         if !no_cleartext {
             v.push(Box::new(Renamed {
                 name: "nginx-http".into(),
-                inner: NginxProxy {
-                    nginx: self.bench.nginx_bin.clone(),
-                },
+                inner: NginxProxy::new(self.bench.nginx_bin.clone()),
             }));
             v.push(Box::new(Renamed {
                 name: "unitgate-http".into(),
-                inner: Unitgate {
-                    bin: self.ug.clone(),
-                    variant: Variant::Local,
-                },
+                inner: Unitgate::new(self.ug.clone(), Variant::Local),
             }));
         }
         v
