@@ -99,40 +99,17 @@ impl Ca {
     }
 }
 
-/// The certificates of a PEM text (the tests' own, rcgen-made).
+/// The certificates of a PEM text.
 fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
-    let mut out = Vec::new();
-    let mut body = String::new();
-    let mut inside = false;
-    for line in pem.lines() {
-        if line.starts_with("-----BEGIN CERTIFICATE") {
-            inside = true;
-            body.clear();
-        } else if line.starts_with("-----END CERTIFICATE") {
-            inside = false;
-            use base64::Engine;
-            let der = base64::engine::general_purpose::STANDARD
-                .decode(body.as_bytes())
-                .expect("PEM base64");
-            out.push(CertificateDer::from(der));
-        } else if inside {
-            body.push_str(line.trim());
-        }
-    }
-    out
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("PEM certificates")
 }
 
 fn key(pem: &str) -> PrivateKeyDer<'static> {
-    let b64: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .map(str::trim)
-        .collect();
-    use base64::Engine;
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64.as_bytes())
-        .expect("key base64");
-    PrivateKeyDer::try_from(der).expect("PKCS#8 key")
+    rustls_pemfile::private_key(&mut pem.as_bytes())
+        .expect("PEM key")
+        .expect("a private key")
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

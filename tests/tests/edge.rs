@@ -32,9 +32,12 @@ fn files<'a>(pairs: &'a [(&'a str, &'a Pem)]) -> Vec<(String, &'a str)> {
         .collect()
 }
 
-async fn start_tls(config: &str, pairs: &[(&str, &Pem)]) -> GatewayProc {
+/// Starts with the pairs (and `extra` files) beside the config; returns
+/// once the TLS listener accepts too.
+async fn start_tls(config: &str, pairs: &[(&str, &Pem)], extra: &[(&str, &str)]) -> GatewayProc {
     let owned = files(pairs);
-    let refs: Vec<(&str, &str)> = owned.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    let mut refs: Vec<(&str, &str)> = owned.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    refs.extend_from_slice(extra);
     let gw = GatewayProc::start_with_files(config, &refs).await;
     let addr = gw.listen_tls;
     eventually(
@@ -62,6 +65,34 @@ fn config(a: SocketAddr, b: SocketAddr, gateway_extra: &str, routes: &str, tls: 
 /// Users by `x-user-id`, signed routing cookies.
 const ROUTING: &str = "[routing]\nkey = [\"header:x-user-id\"]\nsigning_keys = { k1 = \"edge-test-key\" }\nactive_key = \"k1\"\nforbidden_writes = [\"9990-9999\"]\n";
 
+/// `[jwt.main]` (HS256, no token given in these tests), a route to
+/// `service` under `secure` that needs it, and one under `limited` that
+/// admits one request a minute.
+fn guarded_routes(service: &str, secure: &str, limited: &str) -> String {
+    format!(
+        r#"
+[jwt.main]
+algorithms = ["HS256"]
+secret = "s3cret"
+
+[[routes]]
+name = "secure"
+path_prefix = "{secure}"
+service = "{service}"
+jwt = "main"
+
+[[routes]]
+name = "limited"
+path_prefix = "{limited}"
+service = "{service}"
+[[routes.rate_limits]]
+key = "route"
+rate = "1/m"
+burst = 0
+"#
+    )
+}
+
 const ROOT: &str = "[[routes]]\nname = \"root\"\npath_prefix = \"/\"\nservice = \"echo\"\nplacement = \"sharded\"\n";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -69,7 +100,7 @@ async fn sni_picks_the_exact_then_the_wildcard_then_the_default_certificate() {
     let (a1, b1) = (backend("A", "a1").await, backend("B", "b1").await);
     let api = edge::self_signed(&["api.example.com"]);
     let wild = edge::self_signed(&["*.example.com"]);
-    let default = edge::self_signed(&["localhost"]);
+    let default = edge::self_signed(&["localhost", "other.org"]);
     let tls = tls_section(
         "",
         &[
@@ -81,6 +112,7 @@ async fn sni_picks_the_exact_then_the_wildcard_then_the_default_certificate() {
     let gw = start_tls(
         &config(a1.addr, b1.addr, "", ROOT, &tls),
         &[("api", &api), ("wild", &wild), ("default", &default)],
+        &[],
     )
     .await;
     let trust = [api.cert.as_str(), wild.cert.as_str(), default.cert.as_str()];
@@ -88,18 +120,18 @@ async fn sni_picks_the_exact_then_the_wildcard_then_the_default_certificate() {
     assert_eq!(served("api.example.com").await.expect("api"), api.der);
     assert_eq!(served("API.Example.com").await.expect("case"), api.der);
     assert_eq!(served("www.example.com").await.expect("wildcard"), wild.der);
-    // The default certificate is not valid for other names: the client
-    // refuses it, which shows which one was served.
-    let other = served("other.org").await;
-    assert!(
-        other.is_err(),
-        "a name no certificate covers gets the default"
-    );
+    // A name no entry lists gets the default entry's certificate.
+    assert_eq!(served("other.org").await.expect("default"), default.der);
     assert_eq!(served("localhost").await.expect("default"), default.der);
 
     // Without a default entry, a name nothing covers fails the handshake.
     let tls = tls_section("", &[("api", "\"api.example.com\"")]);
-    let strict = start_tls(&config(a1.addr, b1.addr, "", ROOT, &tls), &[("api", &api)]).await;
+    let strict = start_tls(
+        &config(a1.addr, b1.addr, "", ROOT, &tls),
+        &[("api", &api)],
+        &[],
+    )
+    .await;
     let before = metric(
         &strict.metrics().await,
         "unitgate_tls_handshake_errors_total",
@@ -141,7 +173,7 @@ async fn the_header_timeout_covers_the_handshake_and_the_first_head_over_tls() {
         ROOT,
         &tls,
     );
-    let gw = start_tls(&cfg, &[("c", &cert)]).await;
+    let gw = start_tls(&cfg, &[("c", &cert)], &[]).await;
     let trust = [cert.cert.as_str()];
     let opts = ClientTls {
         trust: &trust,
@@ -186,7 +218,12 @@ async fn min_version_1_3_refuses_tls_1_2_clients() {
     let (a1, b1) = (backend("A", "a1").await, backend("B", "b1").await);
     let cert = edge::self_signed(&["localhost"]);
     let tls = tls_section("min_version = \"1.3\"", &[("c", "")]);
-    let gw = start_tls(&config(a1.addr, b1.addr, "", ROOT, &tls), &[("c", &cert)]).await;
+    let gw = start_tls(
+        &config(a1.addr, b1.addr, "", ROOT, &tls),
+        &[("c", &cert)],
+        &[],
+    )
+    .await;
     let trust = [cert.cert.as_str()];
     let tls12 = ClientTls {
         trust: &trust,
@@ -255,7 +292,12 @@ async fn a_replaced_certificate_reaches_new_handshakes_and_a_broken_one_keeps_th
         edge::self_signed(&["localhost"]),
     );
     let tls = tls_section("", &[("c", "")]);
-    let gw = start_tls(&config(a1.addr, b1.addr, "", ROOT, &tls), &[("c", &old)]).await;
+    let gw = start_tls(
+        &config(a1.addr, b1.addr, "", ROOT, &tls),
+        &[("c", &old)],
+        &[],
+    )
+    .await;
     gw.wait_watching().await;
     let both = [old.cert.as_str(), new.cert.as_str()];
     let opts = ClientTls {
@@ -338,40 +380,21 @@ async fn a_replaced_certificate_reaches_new_handshakes_and_a_broken_one_keeps_th
         left > 86_400.0 * 365.0,
         "rcgen certificates last for years: {left}"
     );
+    unitgate_tests::promtool_check_metrics(&m);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_h2_and_h2c_get_the_same_routing_cookies_and_errors() {
     let (a1, b1) = (backend("A", "a1").await, backend("B", "b1").await);
     let cert = edge::self_signed(&["api.test"]);
-    let routes = r#"
-[jwt.main]
-algorithms = ["HS256"]
-secret = "s3cret"
-
-[[routes]]
-name = "secure"
-path_prefix = "/secure"
-service = "echo"
-jwt = "main"
-
-[[routes]]
-name = "limited"
-path_prefix = "/limited"
-service = "echo"
-[[routes.rate_limits]]
-key = "route"
-rate = "1/m"
-burst = 0
-
-[[routes]]
-name = "root"
-path_prefix = "/"
-service = "echo"
-placement = "sharded"
-"#;
+    let routes = format!("{}{ROOT}", guarded_routes("echo", "/secure", "/limited"));
     let tls = tls_section("", &[("c", "")]);
-    let gw = start_tls(&config(a1.addr, b1.addr, "", routes, &tls), &[("c", &cert)]).await;
+    let gw = start_tls(
+        &config(a1.addr, b1.addr, "", &routes, &tls),
+        &[("c", &cert)],
+        &[],
+    )
+    .await;
     let https = edge::https_client(&cert.cert, "api.test", gw.listen_tls);
     let h2c = edge::h2c_client();
     let tls_base = format!("https://api.test:{}", gw.listen_tls.port());
@@ -489,16 +512,8 @@ async fn a_client_certificate_from_the_trusted_peer_ca_makes_a_trusted_peer() {
     let server = edge::self_signed(&["gw.test"]);
     let tls = tls_section("trusted_peer_ca = \"peers.pem\"", &[("c", "")]);
     let cfg = config(a1.addr, b1.addr, "", ROOT, &tls);
-    let pairs = [("c", &server)];
-    let mut owned = files(&pairs);
-    owned.push(("peers.pem".into(), ca.pem.as_str()));
-    let refs: Vec<(&str, &str)> = owned.iter().map(|(n, c)| (n.as_str(), *c)).collect();
-    let gw = GatewayProc::start_with_files(&cfg, &refs).await;
+    let gw = start_tls(&cfg, &[("c", &server)], &[("peers.pem", ca.pem.as_str())]).await;
     let addr = gw.listen_tls;
-    eventually("TLS listener", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-    })
-    .await;
 
     let hops_seen = |id: Option<&'static Pem>| {
         let trust = [server.cert.as_str()];
@@ -671,12 +686,9 @@ async fn grpc_over_h2c_upstreams_keeps_trailers_and_refusals_are_grpc_statuses()
     let grpc = edge::h2c_grpc_backend("grpc-a").await;
     let dead = unitgate_tests::dead_addr();
     let cert = edge::self_signed(&["grpc.test"]);
+    let guarded = guarded_routes("grpc", "/secure.Vault/", "/limited.Svc/");
     let routes = format!(
         r#"
-[jwt.main]
-algorithms = ["HS256"]
-secret = "s3cret"
-
 [[services]]
 name = "grpc"
 protocol = "h2c"
@@ -695,21 +707,7 @@ name = "greeter"
 path_prefix = "/helloworld.Greeter/"
 service = "grpc"
 
-[[routes]]
-name = "secure"
-path_prefix = "/secure.Vault/"
-service = "grpc"
-jwt = "main"
-
-[[routes]]
-name = "limited"
-path_prefix = "/limited.Svc/"
-service = "grpc"
-[[routes.rate_limits]]
-key = "route"
-rate = "1/m"
-burst = 0
-
+{guarded}
 [[routes]]
 name = "gone"
 path_prefix = "/gone.Svc/"
@@ -720,6 +718,7 @@ service = "gone"
     let gw = start_tls(
         &config(a1.addr, b1.addr, "", &routes, &tls),
         &[("c", &cert)],
+        &[],
     )
     .await;
     let h2c = || async {
@@ -821,6 +820,11 @@ ca_file = "ca.pem"
 [services.instances]
 A = ["{bad_a}"]
 B = ["{good_b}"]
+[services.health]
+kind = "http"
+path = "/healthz"
+interval_ms = 200
+timeout_ms = 500
 
 [[services]]
 name = "h2named"
@@ -860,16 +864,27 @@ service = "h2named"
     assert_eq!((r.status, r.unit()), (200, "A"), "{}", r.body);
     let r = gw.get_as("7500", "/secure/x").await;
     assert_eq!((r.status, r.unit()), (200, "B"), "{}", r.body);
-    // Health checks speak TLS too: both instances stay healthy.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let health = gw
-        .send(gw.admin(reqwest::Method::GET, "/admin/v1/health"))
-        .await;
-    assert!(
-        !health.body.contains("\"healthy\":false"),
-        "{}",
-        health.body
-    );
+    // Health checks speak TLS and verify like requests: the instance with
+    // the rogue CA's certificate goes unhealthy, the others stay healthy.
+    let health = eventually(
+        "the rogue instance fails its check",
+        Duration::from_secs(10),
+        || async {
+            let h = gw
+                .send(gw.admin(reqwest::Method::GET, "/admin/v1/health"))
+                .await
+                .json();
+            (healthy_of(&h, &bad_a.to_string()) == Some(false)).then_some(h)
+        },
+    )
+    .await;
+    for good in [good_a, good_b] {
+        assert_eq!(
+            healthy_of(&health, &good.to_string()),
+            Some(true),
+            "{good}: {health}"
+        );
+    }
 
     // A's instance presents a certificate from another CA: refused, and the
     // request crosses to B.
@@ -881,6 +896,28 @@ service = "h2named"
     let r = gw.get_as("42", "/named/x").await;
     assert_eq!((r.status, r.instance()), (200, "a-named"), "{}", r.body);
     assert_eq!(r.json()["version"], "HTTP/2.0");
+}
+
+/// Whether every entry for instance `addr` in `/admin/v1/health` is healthy
+/// (`None`: not listed).
+fn healthy_of(v: &serde_json::Value, addr: &str) -> Option<bool> {
+    match v {
+        serde_json::Value::Object(m)
+            if m.get("instance").and_then(|i| i.as_str()) == Some(addr) =>
+        {
+            m.get("healthy").and_then(|h| h.as_bool())
+        }
+        serde_json::Value::Object(m) => m.values().map(|x| healthy_of(x, addr)).fold(None, and),
+        serde_json::Value::Array(a) => a.iter().map(|x| healthy_of(x, addr)).fold(None, and),
+        _ => None,
+    }
+}
+
+fn and(a: Option<bool>, b: Option<bool>) -> Option<bool> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x && y),
+        (x, None) | (None, x) => x,
+    }
 }
 
 #[test]
