@@ -15,7 +15,6 @@
 //! JSON layouts), and they go to the same stderr, a batch at a time under
 //! its lock, so they never interleave with other log lines.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -312,17 +311,15 @@ fn civil(secs: u64) -> [u8; 19] {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut s = String::with_capacity(19);
+    let mut out = [b'0'; 19];
+    // Exactly 19 bytes for years 0-9999; later years are cut, not a panic.
     let _ = write!(
-        s,
+        &mut out[..],
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
     );
-    let mut out = [b'0'; 19];
-    let n = s.len().min(19);
-    out[..n].copy_from_slice(&s.as_bytes()[..n]);
     out
 }
 

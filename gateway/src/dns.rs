@@ -22,11 +22,12 @@ use unitgate_config::{Config, Instance};
 type Name = (String, u16);
 
 /// The last good address set of every name.
-static RESOLVED: Mutex<Option<HashMap<Name, Vec<SocketAddr>>>> = Mutex::new(None);
+static RESOLVED: std::sync::LazyLock<Mutex<HashMap<Name, Vec<SocketAddr>>>> =
+    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn cached(name: &Name) -> Option<Vec<SocketAddr>> {
     let map = RESOLVED.lock().unwrap_or_else(|p| p.into_inner());
-    map.as_ref()?.get(name).cloned()
+    map.get(name).cloned()
 }
 
 /// Records `addrs` for `name`; whether the set changed.
@@ -34,7 +35,6 @@ fn remember(name: &Name, mut addrs: Vec<SocketAddr>) -> bool {
     addrs.sort();
     addrs.dedup();
     let mut map = RESOLVED.lock().unwrap_or_else(|p| p.into_inner());
-    let map = map.get_or_insert_with(HashMap::new);
     if map.get(name) == Some(&addrs) {
         return false;
     }
