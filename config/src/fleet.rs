@@ -23,7 +23,7 @@ use crate::typed::{Config, LocalConfig};
 use crate::validate::{validate, validate_local};
 
 /// Per-process sections: they stay in each gateway's local file.
-pub const LOCAL_SECTIONS: &[&str] = &["gateway", "admin", "store", "tls"];
+pub const LOCAL_SECTIONS: &[&str] = &["gateway", "admin", "store", "tls", "tracing"];
 
 /// Fleet-wide sections: every gateway of the fleet must agree on them.
 pub const FLEET_SECTIONS: &[&str] = &["routing", "units", "services", "routes", "jwt", "redis"];
@@ -72,6 +72,7 @@ impl RawConfig {
             admin: self.admin.clone(),
             store: self.store.clone(),
             tls: self.tls.clone(),
+            tracing: self.tracing.clone(),
             routing: fleet.routing.clone(),
             units: fleet.units.clone(),
             services: fleet.services.clone(),

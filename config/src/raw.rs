@@ -29,6 +29,9 @@ pub struct RawConfig {
     /// `[tls]`: certificates of the TLS listeners. Per process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawTls>,
+    /// `[tracing]`: OTLP span export. Per process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<RawTracing>,
     #[serde(default)]
     pub routing: RawRouting,
     #[serde(default)]
@@ -282,6 +285,27 @@ pub struct RawTls {
     /// (other units' gateways), as `gateway.trusted_peers` trusts by address.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub trusted_peer_ca: String,
+}
+
+/// `[tracing]`: one span per sampled request, exported over OTLP/HTTP.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// `http(s)://host:port` of an OTLP/HTTP receiver (protobuf); `/v1/traces`
+    /// is appended when the URL has no path. Required.
+    #[serde(default)]
+    pub otlp_endpoint: String,
+    /// Share of the traces this gateway starts that are recorded, 0.0..=1.0
+    /// (default 0.01). An inbound `traceparent`'s sampled flag is followed.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// `service.name` of the exported spans (default `unitgate`).
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Spans waiting for export; over it new spans are dropped and counted
+    /// (default 2048; 1..=1000000).
+    #[serde(default = "default_span_queue")]
+    pub queue_size: usize,
 }
 
 /// One `[[tls.certificates]]` entry.
@@ -595,6 +619,15 @@ fn default_protocol() -> String {
 }
 fn default_idle_timeout_ms() -> u64 {
     300_000
+}
+fn default_sample_ratio() -> f64 {
+    0.01
+}
+fn default_service_name() -> String {
+    "unitgate".to_owned()
+}
+fn default_span_queue() -> usize {
+    2048
 }
 fn default_tls_min_version() -> String {
     "1.2".to_owned()

@@ -37,6 +37,8 @@ pub struct Config {
     pub redis: Option<Redis>,
     /// `[tls]`; `None` when absent (then `gateway.listen_tls` must be empty).
     pub tls: Option<Tls>,
+    /// `[tracing]`; `None` when absent (no spans are exported).
+    pub tracing: Option<Tracing>,
     /// The file this was validated from, for the admin API to edit and write back.
     pub raw: RawConfig,
 }
@@ -131,6 +133,7 @@ pub struct LocalConfig {
     pub admin: Option<Admin>,
     pub store: Store,
     pub tls: Option<Tls>,
+    pub tracing: Option<Tracing>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -299,6 +302,18 @@ pub struct UpstreamTls {
     pub sni: String,
     /// DER certificates of `ca_file`; `None` = the system roots.
     pub ca: Option<Vec<Vec<u8>>>,
+}
+
+/// `[tracing]`, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tracing {
+    /// Where spans are POSTed: the configured URL, with `/v1/traces` when it had no path.
+    pub traces_url: String,
+    /// Compared with a trace id's low 64 bits: `ratio × 2^64`, saturating.
+    pub sample_threshold: u64,
+    pub sample_ratio: f64,
+    pub service_name: String,
+    pub queue_size: usize,
 }
 
 /// `[tls]`, validated: every certificate read, parsed and matched to its key.

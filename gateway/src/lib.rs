@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod otlp;
 pub mod pool;
 pub mod proxy;
 pub mod report;

@@ -360,6 +360,28 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
         "unitgate_access_log_dropped_total {}",
         crate::access_log::dropped()
     );
+    let (exported, full, failed) = crate::otlp::counts();
+    header(
+        &mut out,
+        "unitgate_tracing_spans_exported_total",
+        "counter",
+        "Spans accepted by the OTLP receiver.",
+    );
+    let _ = writeln!(out, "unitgate_tracing_spans_exported_total {exported}");
+    header(
+        &mut out,
+        "unitgate_tracing_spans_dropped_total",
+        "counter",
+        "Spans not exported: the export queue was full, or their export failed.",
+    );
+    let _ = writeln!(
+        out,
+        "unitgate_tracing_spans_dropped_total{{reason=\"queue_full\"}} {full}"
+    );
+    let _ = writeln!(
+        out,
+        "unitgate_tracing_spans_dropped_total{{reason=\"export_failed\"}} {failed}"
+    );
     header(
         &mut out,
         "unitgate_config_epoch",

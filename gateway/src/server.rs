@@ -184,6 +184,7 @@ pub fn run_with(
     tracing::info!(listen = ?listen, listen_tls = ?listen_tls, "unitgate running");
     server.run(RunArgs::default());
     crate::access_log::flush();
+    crate::otlp::flush(Duration::from_secs(2));
     Ok(())
 }
 
@@ -236,6 +237,7 @@ fn drain_watcher(mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>, g
                     if INFLIGHT.load(Ordering::Relaxed) == 0 {
                         tracing::info!("drained; exiting");
                         crate::access_log::flush();
+                        crate::otlp::flush(Duration::from_secs(2));
                         std::process::exit(0);
                     }
                     std::thread::sleep(Duration::from_millis(10));

@@ -43,6 +43,8 @@ pub struct Snapshot {
     /// The TLS listeners' server config (certificates by SNI); `None`
     /// without `[tls]`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where sampled requests' spans go; `None` without `[tracing]`.
+    pub tracing: Option<Arc<crate::otlp::Target>>,
 }
 
 /// Run-time state of one route.
@@ -331,6 +333,10 @@ impl Snapshot {
                 }
             })
             .collect();
+        let tracing = config.tracing.as_ref().map(|t| {
+            let unit = config.units.get(config.gateway.unit).map_or("", |u| u.name.as_str());
+            Arc::new(crate::otlp::Target::new(t, unit))
+        });
         Ok(Snapshot {
             unit: UnitRouting::new(&config),
             headers: HeaderValues::new(&config),
@@ -342,6 +348,7 @@ impl Snapshot {
             routes,
             unit_names,
             tls,
+            tracing,
         })
     }
 

@@ -49,6 +49,7 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors
     let routes = routes::routes(&mut cx, &raw.routes, raw.routing.allow_empty_routes);
     let redis = raw.redis.as_ref().map(|r| redis(&mut cx, r));
     let tls = local_tls(&mut cx.errs, raw, &gateway, base_dir);
+    let tracing = raw.tracing.as_ref().map(|t| tracing(&mut cx.errs, t));
     cx.errs.into_result(Config {
         gateway,
         admin,
@@ -60,6 +61,7 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<Config, ConfigErrors
         jwt,
         redis,
         tls,
+        tracing,
         raw: raw.clone(),
     })
 }
@@ -76,13 +78,58 @@ pub fn validate_local(raw: &RawConfig, base_dir: &Path) -> Result<LocalConfig, C
     let admin = raw.admin.as_ref().map(|a| admin(&mut errs, a, &gateway));
     let store = store::store(&mut errs, raw.store.as_ref(), &gateway, base_dir);
     let tls = local_tls(&mut errs, raw, &gateway, base_dir);
+    let tracing = raw.tracing.as_ref().map(|t| tracing(&mut errs, t));
     errs.into_result(LocalConfig {
         unit: raw.gateway.unit.clone(),
         gateway,
         admin,
         store,
         tls,
+        tracing,
     })
+}
+
+/// `[tracing]`: an http(s) URL with a host, a ratio in 0..=1, a bounded queue.
+fn tracing(errs: &mut Errors, t: &crate::raw::RawTracing) -> crate::typed::Tracing {
+    let url = t.otlp_endpoint.trim();
+    let traces_url = match url.parse::<http::Uri>() {
+        _ if url.is_empty() => {
+            errs.push("tracing.otlp_endpoint", "is required (e.g. \"http://127.0.0.1:4318\")");
+            String::new()
+        }
+        Ok(u)
+            if matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some_and(|h| !h.is_empty()) =>
+        {
+            match u.path() {
+                "" | "/" => format!("{}/v1/traces", url.trim_end_matches('/')),
+                _ => url.to_owned(),
+            }
+        }
+        _ => {
+            errs.push(
+                "tracing.otlp_endpoint",
+                format!("{url:?} is not an http:// or https:// URL with a host"),
+            );
+            String::new()
+        }
+    };
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        errs.push("tracing.sample_ratio", "must be between 0.0 and 1.0");
+    }
+    errs.check("tracing.service_name", check::name(&t.service_name));
+    if !(1..=1_000_000).contains(&t.queue_size) {
+        errs.push("tracing.queue_size", "must be between 1 and 1000000");
+    }
+    let ratio = t.sample_ratio.clamp(0.0, 1.0);
+    crate::typed::Tracing {
+        traces_url,
+        // `as` saturates: 1.0 gives u64::MAX, which every id is at or below.
+        sample_threshold: (ratio * u64::MAX as f64) as u64,
+        sample_ratio: ratio,
+        service_name: t.service_name.clone(),
+        queue_size: t.queue_size,
+    }
 }
 
 /// `[tls]`, and that TLS listeners have a certificate to serve.

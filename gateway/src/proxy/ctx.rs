@@ -121,7 +121,7 @@ impl RequestCtx {
             started: std::time::Instant::now(),
             snapshot: None,
             request_id: http::HeaderValue::from_static(""),
-            trace: super::trace::Trace { id: 0, flags: 0 },
+            trace: super::trace::Trace::NONE,
             raw_path: None,
             body_bytes: 0,
             client_ip: None,

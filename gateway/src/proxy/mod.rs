@@ -164,7 +164,7 @@ impl ProxyHttp for Gateway {
         crate::edge::head_complete(session.stream());
         let snap = self.snapshot.load_full();
         ctx.request_id = request::request_id(session.req_header());
-        ctx.trace = trace::Trace::of(session.req_header());
+        ctx.trace = trace::Trace::of(session.req_header(), snap.tracing.as_ref().map(|t| t.threshold));
         client_connection(session, &snap.config.gateway);
         ctx.client_ip = session
             .client_addr()
@@ -775,7 +775,13 @@ impl ProxyHttp for Gateway {
                 ctx.started.elapsed(),
             );
         }
-        if !crate::access_log::enabled() {
+        let span = ctx
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.tracing.as_ref())
+            .filter(|_| ctx.trace.sampled());
+        let log = crate::access_log::enabled();
+        if !log && span.is_none() {
             return;
         }
         let req = session.req_header();
@@ -811,6 +817,11 @@ impl ProxyHttp for Gateway {
                 error: e.map(|e| e as &dyn std::fmt::Display),
             });
         }
-        crate::access_log::write(&line);
+        if log {
+            crate::access_log::write(&line);
+        }
+        if let Some(target) = span {
+            crate::otlp::record(target, &ctx.trace, &line);
+        }
     }
 }
