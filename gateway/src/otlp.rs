@@ -130,11 +130,17 @@ fn span_of(trace: &Trace, l: &Line<'_>) -> SpanData {
     let mut attributes = Vec::with_capacity(16);
     attributes.push(KeyValue::new("http.request.method", l.method.to_owned()));
     attributes.push(KeyValue::new("url.path", l.path.to_owned()));
-    attributes.push(KeyValue::new("http.response.status_code", i64::from(l.status)));
+    attributes.push(KeyValue::new(
+        "http.response.status_code",
+        i64::from(l.status),
+    ));
     if let Some(ip) = l.client {
         attributes.push(KeyValue::new("client.address", ip.to_string()));
     }
-    attributes.push(KeyValue::new("unitgate.request_id", l.request_id.to_owned()));
+    attributes.push(KeyValue::new(
+        "unitgate.request_id",
+        l.request_id.to_owned(),
+    ));
     let mut name = l.method.to_owned();
     if let Some(r) = &l.routed {
         if !r.route.is_empty() {
@@ -228,10 +234,7 @@ impl Exporter {
         let resource = Resource::builder_empty()
             .with_service_name(target.service_name.clone())
             .with_attribute(KeyValue::new("unitgate.unit", target.unit.clone()))
-            .with_attribute(KeyValue::new(
-                "service.version",
-                env!("CARGO_PKG_VERSION"),
-            ))
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
         inner.set_resource(&resource);
         Ok(Exporter {
@@ -280,7 +283,9 @@ fn export_loop(rx: Receiver<Msg>) {
                 };
             }
             let result = match &exporter {
-                Some(e) => futures_executor::block_on(e.inner.export(spans)).map_err(|e| e.to_string()),
+                Some(e) => {
+                    futures_executor::block_on(e.inner.export(spans)).map_err(|e| e.to_string())
+                }
                 None => Err("no exporter".to_owned()),
             };
             match result {

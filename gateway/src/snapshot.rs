@@ -334,7 +334,10 @@ impl Snapshot {
             })
             .collect();
         let tracing = config.tracing.as_ref().map(|t| {
-            let unit = config.units.get(config.gateway.unit).map_or("", |u| u.name.as_str());
+            let unit = config
+                .units
+                .get(config.gateway.unit)
+                .map_or("", |u| u.name.as_str());
             Arc::new(crate::otlp::Target::new(t, unit))
         });
         Ok(Snapshot {

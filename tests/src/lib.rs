@@ -19,6 +19,7 @@ pub use unitgate::echo::EchoServer;
 
 pub mod edge;
 pub mod fleet;
+pub mod otlp;
 
 /// A free port on 127.0.0.1 (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {

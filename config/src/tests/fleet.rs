@@ -40,7 +40,10 @@ service = "echo"
 
 #[test]
 fn sections_are_split_between_local_and_fleet() {
-    assert_eq!(LOCAL_SECTIONS, ["gateway", "admin", "store", "tls", "tracing"]);
+    assert_eq!(
+        LOCAL_SECTIONS,
+        ["gateway", "admin", "store", "tls", "tracing"]
+    );
     assert_eq!(
         FLEET_SECTIONS,
         ["routing", "units", "services", "routes", "jwt", "redis"]

@@ -94,7 +94,10 @@ fn tracing(errs: &mut Errors, t: &crate::raw::RawTracing) -> crate::typed::Traci
     let url = t.otlp_endpoint.trim();
     let traces_url = match url.parse::<http::Uri>() {
         _ if url.is_empty() => {
-            errs.push("tracing.otlp_endpoint", "is required (e.g. \"http://127.0.0.1:4318\")");
+            errs.push(
+                "tracing.otlp_endpoint",
+                "is required (e.g. \"http://127.0.0.1:4318\")",
+            );
             String::new()
         }
         Ok(u)

@@ -19,6 +19,8 @@ pub struct RequestCtx {
     pub request_id: http::HeaderValue,
     /// The W3C trace this request belongs to (inbound, or started here).
     pub trace: super::trace::Trace,
+    /// Where this request's span goes: set only when it is sampled.
+    pub span_target: Option<Arc<crate::otlp::Target>>,
     /// The path as the client sent it, when normalisation changed it (the
     /// request header carries the normal form): for the access log.
     pub raw_path: Option<Box<str>>,
@@ -122,6 +124,7 @@ impl RequestCtx {
             snapshot: None,
             request_id: http::HeaderValue::from_static(""),
             trace: super::trace::Trace::NONE,
+            span_target: None,
             raw_path: None,
             body_bytes: 0,
             client_ip: None,

@@ -164,7 +164,13 @@ impl ProxyHttp for Gateway {
         crate::edge::head_complete(session.stream());
         let snap = self.snapshot.load_full();
         ctx.request_id = request::request_id(session.req_header());
-        ctx.trace = trace::Trace::of(session.req_header(), snap.tracing.as_ref().map(|t| t.threshold));
+        ctx.trace = trace::Trace::of(
+            session.req_header(),
+            snap.tracing.as_ref().map(|t| t.threshold),
+        );
+        if ctx.trace.sampled() {
+            ctx.span_target = snap.tracing.clone();
+        }
         client_connection(session, &snap.config.gateway);
         ctx.client_ip = session
             .client_addr()
@@ -775,11 +781,7 @@ impl ProxyHttp for Gateway {
                 ctx.started.elapsed(),
             );
         }
-        let span = ctx
-            .snapshot
-            .as_ref()
-            .and_then(|s| s.tracing.as_ref())
-            .filter(|_| ctx.trace.sampled());
+        let span = ctx.span_target.take();
         let log = crate::access_log::enabled();
         if !log && span.is_none() {
             return;
@@ -820,7 +822,7 @@ impl ProxyHttp for Gateway {
         if log {
             crate::access_log::write(&line);
         }
-        if let Some(target) = span {
+        if let Some(target) = &span {
             crate::otlp::record(target, &ctx.trace, &line);
         }
     }

@@ -40,7 +40,11 @@ impl Trace {
     /// when `threshold` (from `[tracing] sample_ratio`) admits its id.
     pub fn of(req: &RequestHeader, threshold: Option<u64>) -> Trace {
         let span = nonzero(fastrand::u64);
-        if let Some((id, parent, flags)) = req.headers.get(TRACEPARENT).and_then(|v| parse(v.as_bytes())) {
+        if let Some((id, parent, flags)) = req
+            .headers
+            .get(TRACEPARENT)
+            .and_then(|v| parse(v.as_bytes()))
+        {
             return Trace {
                 id,
                 flags,
@@ -119,8 +123,11 @@ mod tests {
         assert_eq!(parent, 0x00f067aa0ba902b7);
         assert_eq!(flags, 1);
         let mut req = RequestHeader::build("GET", b"/", None).expect("head");
-        req.insert_header(TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
-            .expect("header");
+        req.insert_header(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        )
+        .expect("header");
         // The inbound sampled flag is kept whatever the local ratio says.
         let t = Trace::of(&req, Some(0));
         assert!(t.sampled());
@@ -129,7 +136,11 @@ mod tests {
         let h = h.to_str().expect("ascii");
         assert!(h.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{h}");
         assert!(h.ends_with("-01"));
-        assert_eq!(&h[36..52], format!("{:016x}", t.span), "the gateway's span is the new parent");
+        assert_eq!(
+            &h[36..52],
+            format!("{:016x}", t.span),
+            "the gateway's span is the new parent"
+        );
         assert_ne!(&h[36..52], "00f067aa0ba902b7", "a new parent id");
         assert_eq!(parse(h.as_bytes()), Some((id, t.span, 1)));
     }
@@ -137,11 +148,19 @@ mod tests {
     #[test]
     fn a_started_trace_is_sampled_by_the_ratio_of_its_id() {
         let req = RequestHeader::build("GET", b"/", None).expect("head");
-        assert!(!Trace::of(&req, None).sampled(), "no [tracing]: not sampled");
+        assert!(
+            !Trace::of(&req, None).sampled(),
+            "no [tracing]: not sampled"
+        );
         assert!(!Trace::of(&req, Some(0)).sampled(), "ratio 0");
         assert!(Trace::of(&req, Some(u64::MAX)).sampled(), "ratio 1");
-        let half = (0..2000).filter(|_| Trace::of(&req, Some(u64::MAX / 2)).sampled()).count();
-        assert!((850..1150).contains(&half), "ratio 0.5 sampled {half} of 2000");
+        let half = (0..2000)
+            .filter(|_| Trace::of(&req, Some(u64::MAX / 2)).sampled())
+            .count();
+        assert!(
+            (850..1150).contains(&half),
+            "ratio 0.5 sampled {half} of 2000"
+        );
     }
 
     #[test]
