@@ -127,7 +127,13 @@ impl HealthCheck for LocalAware {
         let mut last = self.last_ok.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Err(e) if is_local_fd_shortage(e) => {
-                tracing::warn!(instance = %key, "health check skipped: out of file descriptors here");
+                static WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                if crate::log_filter::once_per_interval(&WARNED) {
+                    tracing::warn!(
+                        instance = %key,
+                        "health checks skipped: out of file descriptors here (said once per 10 s)"
+                    );
+                }
                 if last.get(&key).copied().unwrap_or(true) {
                     return Ok(());
                 }

@@ -17,6 +17,7 @@ pub mod edge;
 pub mod fleet;
 pub mod health;
 pub mod limits;
+pub mod log_filter;
 pub mod metrics;
 pub mod otlp;
 pub mod pool;

@@ -151,6 +151,8 @@ fn init_logging(
     access_log: Option<PathBuf>,
 ) -> Result<tracing_appender::non_blocking::WorkerGuard, String> {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,rustls=error")
@@ -161,9 +163,16 @@ fn init_logging(
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(writer);
+    // pingora's accept() failures: counted, one logged per interval.
+    let accept = unitgate::log_filter::AcceptErrors;
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.finish().with(accept).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(accept)
+            .init(),
     }
     // The per-request access lines have their own batched writer; the
     // `access` target of RUST_LOG still turns them on and off.

@@ -360,6 +360,17 @@ pub fn render(snap: &Snapshot, control: &ControlPlane) -> String {
         "unitgate_access_log_dropped_total {}",
         crate::access_log::dropped()
     );
+    header(
+        &mut out,
+        "unitgate_accept_errors_total",
+        "counter",
+        "Failed accept() calls on the listeners (e.g. out of file descriptors).",
+    );
+    let _ = writeln!(
+        out,
+        "unitgate_accept_errors_total {}",
+        crate::log_filter::accept_errors()
+    );
     let (exported, full, failed) = crate::otlp::counts();
     header(
         &mut out,

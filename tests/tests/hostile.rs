@@ -678,8 +678,9 @@ async fn running_out_of_descriptors_marks_no_instance_unhealthy() {
             Err(_) => break,
         }
     }
-    // Many health intervals pass while the gateway cannot open a socket.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Many health intervals pass while the gateway cannot open a socket
+    // (and pingora's accept loop fails, pausing 1 s each time).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     drop(flood);
     let _ = std::process::Command::new("prlimit")
         .args(["--pid", &gw.pid().to_string(), "--nofile=4096:4096"])
@@ -714,6 +715,17 @@ async fn running_out_of_descriptors_marks_no_instance_unhealthy() {
     assert!(
         gw.stderr().contains("out of file descriptors here"),
         "the flood did exhaust the gateway's descriptors"
+    );
+    // Every failed accept is counted; one per 10 s reaches the log.
+    let failed = unitgate_tests::metric(&m, "unitgate_accept_errors_total").unwrap_or_default();
+    assert!(failed >= 2.0, "accept failures counted: {failed}");
+    let stderr = gw.stderr();
+    let logged = stderr.matches("Accept() failed").count();
+    assert_eq!(logged, 1, "one accept failure logged of {failed}\n{stderr}");
+    let skipped = stderr.matches("out of file descriptors here").count();
+    assert!(
+        skipped <= 2,
+        "the skipped health checks said once per 10 s, not {skipped} times"
     );
 }
 
