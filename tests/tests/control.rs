@@ -783,18 +783,22 @@ async fn admin_errors_carry_a_request_id_and_every_call_is_logged() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["request_id"], "op-1234");
 
-    // A body over the limit: the contract's JSON, not axum's text.
-    let big = vec![b' '; 3 * 1024 * 1024];
-    let r =
-        f.gw.send(
-            f.gw.admin(Method::PUT, "/admin/v1/routes/orders")
-                .header("content-type", "application/json")
-                .body(big),
-        )
-        .await;
-    assert_eq!(r.status, 413, "{}", r.body);
-    assert_eq!(r.json()["error"], "payload_too_large");
-    assert!(!r.json()["request_id"].as_str().unwrap_or("").is_empty());
+    // A body over the limit: the contract's JSON, not axum's text; also
+    // one far over it, sent whole without `Expect: 100-continue` (once
+    // reset at 8 MiB).
+    for mib in [3, 16] {
+        let big = vec![b' '; mib * 1024 * 1024];
+        let r =
+            f.gw.send(
+                f.gw.admin(Method::PUT, "/admin/v1/routes/orders")
+                    .header("content-type", "application/json")
+                    .body(big),
+            )
+            .await;
+        assert_eq!(r.status, 413, "{mib} MiB: {}", r.body);
+        assert_eq!(r.json()["error"], "payload_too_large");
+        assert!(!r.json()["request_id"].as_str().unwrap_or("").is_empty());
+    }
 
     // Every admin call is in the access log, the 401 included.
     let logged = |log: &str| {
