@@ -9,6 +9,7 @@
 mod api;
 mod envelope;
 mod error;
+mod linger;
 mod ui;
 
 pub use error::ApiError;
@@ -131,7 +132,7 @@ pub async fn serve(
     handle: Arc<dyn GatewayHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(token, handle))
+    axum::serve(linger::Lingering(listener), router(token, handle))
         .with_graceful_shutdown(shutdown)
         .await
 }
