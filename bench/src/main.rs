@@ -14,6 +14,7 @@ mod driver;
 mod floor;
 mod h2load;
 mod haproxy;
+mod http1;
 mod nginx;
 mod procs;
 mod redis;
@@ -64,6 +65,8 @@ enum Scenario {
     TlsKeepalive(scenarios::tls::TlsArgs),
     /// HTTP/2 with many streams per connection (h2load): over TLS and h2c.
     H2Streams(scenarios::tls::H2Args),
+    /// Idle keep-alive clients (10 000): RSS of nginx, unitgate, the floor and lean, KiB per connection.
+    IdleConns(scenarios::idle_conns::IdleArgs),
     /// Every scenario in turn; writes bench/RESULTS.md and bench/results/*.svg.
     Results(scenarios::results::ResultsArgs),
     /// The connection-per-request load client tls-handshake runs (one JSON line on stdout).
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Scenario::TlsHandshake(args) => scenarios::tls::handshake(args).map(drop),
         Scenario::TlsKeepalive(args) => scenarios::tls::keepalive(args).map(drop),
         Scenario::H2Streams(args) => scenarios::tls::h2(args).map(drop),
+        Scenario::IdleConns(args) => scenarios::idle_conns::run(args),
         Scenario::Results(args) => scenarios::results::run(args),
         Scenario::ConnLoad(args) => conn_load::run(args),
     });

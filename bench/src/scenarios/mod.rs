@@ -6,6 +6,7 @@ pub mod common;
 pub mod failover;
 pub mod full_chain;
 pub mod global_limit;
+pub mod idle_conns;
 pub mod migration;
 pub mod plain;
 pub mod redis_kill;

@@ -85,13 +85,10 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
     }
     match floor::locate(args.common.floor.as_deref())? {
         Some(bin) => {
+            contenders.push(Box::new(Floor::new(bin.clone())));
             contenders.push(Box::new(Floor {
-                bin: bin.clone(),
-                configured: false,
-            }));
-            contenders.push(Box::new(Floor {
-                bin,
                 configured: true,
+                ..Floor::new(bin)
             }));
         }
         None => {

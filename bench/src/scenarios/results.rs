@@ -23,7 +23,8 @@ use crate::redis;
 use crate::report::Machine;
 use crate::scenarios::common::Common;
 use crate::scenarios::{
-    failover, full_chain, global_limit, migration, plain, redis_kill, reload, routes, tls,
+    failover, full_chain, global_limit, idle_conns, migration, plain, redis_kill, reload, routes,
+    tls,
 };
 use crate::section::Section;
 use crate::tools;
@@ -42,6 +43,7 @@ pub const SCENARIOS: &[(&str, ScenarioFn)] = &[
     ("tls-handshake", tls::handshake_section),
     ("tls-keepalive", tls::keepalive_section),
     ("h2-streams", tls::h2_section),
+    ("idle-conns", idle_conns::section),
     ("reload", reload_section),
     ("failover", failover_section),
     ("redis-kill", redis_kill_section),
@@ -351,6 +353,7 @@ mod tests {
                 rounds: 1,
                 unitgate: None,
                 floor: None,
+                lean: None,
                 no_pin: false,
                 out: "out".into(),
                 keep_tmp: false,
