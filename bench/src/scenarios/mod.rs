@@ -2,6 +2,7 @@
 //! wrk while reading the proxy's and the backend's CPU time, alternate the
 //! contenders in rounds, and reduce the rounds to medians.
 
+pub mod callgrind;
 pub mod common;
 pub mod failover;
 pub mod full_chain;
