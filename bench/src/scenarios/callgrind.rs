@@ -826,7 +826,7 @@ fn profile_section(s: &mut String, file: &Path, requests: u64, annotate_bin: &Pa
         if !callers.is_empty() {
             let _ = writeln!(
                 s,
-                "\n### Who calls memcpy\n\n| instructions/request | caller |\n|---:|---|"
+                "\n### Who calls memcpy\n\n(calls counted over the measured requests)\n\n| instructions/request | caller |\n|---:|---|"
             );
             for (ir, name) in callers.iter().take(5) {
                 let _ = writeln!(s, "| {:.0} | `{}` |", per(*ir), cell(name));

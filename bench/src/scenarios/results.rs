@@ -184,13 +184,9 @@ pub fn run(args: &ResultsArgs) -> Result<()> {
     let md = match fs::read_to_string(&path) {
         Ok(existing) if !args.only.is_empty() => {
             let provenance = format!(
-                "_From one `unitgate-bench results --only {}` run on {} ({} s measured after {} s warmup, {} round(s), {} wrk connections where they apply); the other sections are from earlier runs._",
+                "_From one `unitgate-bench results --only {}` run on {} (its settings below); the other sections are from earlier runs._",
                 args.only.join(","),
-                today(),
-                common.duration,
-                common.warmup,
-                common.rounds,
-                common.connections
+                today()
             );
             merge(&existing, &outcomes, &charts, &provenance)
         }
