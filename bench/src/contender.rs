@@ -19,6 +19,16 @@ pub struct StartCtx<'a> {
     pub backend: SocketAddr,
     /// CPU the proxy is pinned to, if pinning.
     pub cpu: Option<usize>,
+    /// How many times longer than usual a start may take (1; more when the
+    /// contender runs under valgrind).
+    pub slowdown: u32,
+}
+
+impl StartCtx<'_> {
+    /// `usual`, times [`StartCtx::slowdown`]: how long to wait for the first 200.
+    pub fn start_timeout(&self, usual: std::time::Duration) -> std::time::Duration {
+        usual * self.slowdown.max(1)
+    }
 }
 
 pub trait Contender {

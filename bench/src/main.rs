@@ -14,6 +14,7 @@ mod driver;
 mod floor;
 mod h2load;
 mod haproxy;
+mod http1;
 mod nginx;
 mod procs;
 mod redis;
@@ -64,6 +65,10 @@ enum Scenario {
     TlsKeepalive(scenarios::tls::TlsArgs),
     /// HTTP/2 with many streams per connection (h2load): over TLS and h2c.
     H2Streams(scenarios::tls::H2Args),
+    /// Idle keep-alive clients (10 000): RSS of nginx, unitgate, the floor and lean, KiB per connection.
+    IdleConns(scenarios::idle_conns::IdleArgs),
+    /// User-space instructions per request under callgrind (floor, lean, unitgate plain/log/full/split) and where they go.
+    Callgrind(scenarios::callgrind::CallgrindArgs),
     /// Every scenario in turn; writes bench/RESULTS.md and bench/results/*.svg.
     Results(scenarios::results::ResultsArgs),
     /// The connection-per-request load client tls-handshake runs (one JSON line on stdout).
@@ -93,6 +98,8 @@ fn main() -> ExitCode {
         Scenario::TlsHandshake(args) => scenarios::tls::handshake(args).map(drop),
         Scenario::TlsKeepalive(args) => scenarios::tls::keepalive(args).map(drop),
         Scenario::H2Streams(args) => scenarios::tls::h2(args).map(drop),
+        Scenario::IdleConns(args) => scenarios::idle_conns::run(args),
+        Scenario::Callgrind(args) => scenarios::callgrind::run(args),
         Scenario::Results(args) => scenarios::results::run(args),
         Scenario::ConnLoad(args) => conn_load::run(args),
     });

@@ -185,6 +185,58 @@ pub fn start_probed(
     })
 }
 
+/// [`start`] with a whole nginx.conf of the caller's (`conf_of(port)`),
+/// not only the body of its `http` block.
+pub fn start_conf(
+    nginx: &Path,
+    name: &str,
+    dir: &Path,
+    cpu: Option<usize>,
+    conf_of: impl Fn(u16) -> String,
+) -> Result<Nginx> {
+    let l = launch(nginx, name, dir, cpu, conf_of)?;
+    let worker = find_worker(l.proc.pid())?;
+    Ok(Nginx {
+        master: l.proc,
+        worker,
+        addr: l.addr,
+        command: l.command,
+        conf_path: l.conf_path,
+        conf: l.conf,
+    })
+}
+
+/// The reverse proxy ([`proxy_body`]) made to hold `conns` idle keep-alive
+/// clients for `idle_secs`: `worker_connections` above `conns` (clients +
+/// upstream connections), `worker_rlimit_nofile` to match, and
+/// `keepalive_timeout` of `idle_secs` on the server.
+pub fn many_connections_conf(
+    dir: &Path,
+    port: u16,
+    backend: SocketAddr,
+    conns: usize,
+    idle_secs: u64,
+) -> String {
+    let worker_connections = conns + 1024;
+    let body = proxy_body(port, backend).replacen(
+        "        keepalive_requests 1000000;\n        location",
+        &format!("        keepalive_requests 1000000;\n        keepalive_timeout {idle_secs}s;\n        location"),
+        1,
+    );
+    conf(dir, &body)
+        .replace(
+            "    worker_connections 4096;",
+            &format!("    worker_connections {worker_connections};"),
+        )
+        .replace(
+            "worker_processes 1;\n",
+            &format!(
+                "worker_processes 1;\nworker_rlimit_nofile {};\n",
+                worker_connections * 2
+            ),
+        )
+}
+
 /// An nginx started by [`launch`] and answering 200.
 pub struct Launched {
     pub proc: Managed,
@@ -407,6 +459,25 @@ mod tests {
             "proxy_http_version 1.1;",
             "proxy_set_header Connection \"\";",
             "listen 127.0.0.1:8080;",
+        ] {
+            assert!(c.contains(needle), "missing {needle:?} in\n{c}");
+        }
+    }
+
+    #[test]
+    fn many_connections_conf_raises_the_limits() {
+        let c = many_connections_conf(
+            Path::new("/d"),
+            8080,
+            "127.0.0.1:9000".parse().expect("valid addr"),
+            10_000,
+            600,
+        );
+        for needle in [
+            "worker_processes 1;\nworker_rlimit_nofile 22048;\n",
+            "    worker_connections 11024;",
+            "        keepalive_requests 1000000;\n        keepalive_timeout 600s;\n        location / {\n            proxy_pass",
+            "keepalive 64;",
         ] {
             assert!(c.contains(needle), "missing {needle:?} in\n{c}");
         }

@@ -288,6 +288,47 @@ pub fn cpu_micros(pid: u32) -> Result<u64> {
     Ok((st.utime + st.stime) * 1_000_000 / clk_tck())
 }
 
+/// Resident set size of `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_vm_rss(&text).with_context(|| format!("no VmRSS line in {path}"))
+}
+
+/// The `VmRSS:   1234 kB` line of a `/proc/<pid>/status` text, in KiB.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// How many file descriptors `pid` has open (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> Result<usize> {
+    let path = format!("/proc/{pid}/fd");
+    Ok(fs::read_dir(&path)
+        .with_context(|| format!("reading {path}"))?
+        .count())
+}
+
+/// Raises this process's soft limit on open files to its hard limit, or,
+/// when the hard limit is below `wanted` and we may (root), both to
+/// `wanted`. Children started afterwards inherit it. Returns the soft limit
+/// now in force.
+pub fn raise_open_files(wanted: u64) -> Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
+    if hard < wanted && setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_ok() {
+        return Ok(wanted);
+    }
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+            .with_context(|| format!("raising RLIMIT_NOFILE from {soft} to {hard}"))?;
+    }
+    Ok(hard)
+}
+
 /// Direct children of `pid`: `/proc/<pid>/task/*/children` where the kernel
 /// has it (CONFIG_PROC_CHILDREN), otherwise a scan of `/proc/*/stat` for ppid.
 pub fn children(pid: u32) -> Vec<u32> {
@@ -473,6 +514,14 @@ mod tests {
     fn rejects_short_stat() {
         assert!(parse_stat("1 (init) S 0 1 1").is_err());
         assert!(parse_stat("garbage").is_err());
+    }
+
+    #[test]
+    fn parses_vm_rss() {
+        let status = "Name:\tnginx\nVmPeak:\t  20000 kB\nVmRSS:\t    5120 kB\nRssAnon:\t 1 kB\n";
+        assert_eq!(parse_vm_rss(status), Some(5120));
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        assert!(rss_kib(std::process::id()).expect("own rss") > 0);
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub const H2LOAD: Tool = Tool {
     program: "h2load",
     package: "nghttp2-client",
 };
+pub const VALGRIND: Tool = Tool {
+    program: "valgrind",
+    package: "valgrind",
+};
 pub const ETCD: Tool = Tool {
     program: "etcd",
     package: "etcd-server",

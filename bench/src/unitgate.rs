@@ -216,7 +216,7 @@ impl Contender for Unitgate {
             let log = ctx.dir.join("unitgate.log");
             let mut proc = Managed::spawn("unitgate", cmd, &log)?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            procs::wait_http_ok(addr, &mut proc, START_TIMEOUT)?;
+            procs::wait_http_ok(addr, &mut proc, ctx.start_timeout(START_TIMEOUT))?;
             let mut s = Started::new(self.name(), format!("http://{addr}/"));
             if self.access_log {
                 s.access_log = Some((log, ACCESS_LINE));

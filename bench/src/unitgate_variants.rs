@@ -61,7 +61,7 @@ impl Contender for Configured {
                 &self.path,
                 &self.headers,
                 &mut proc,
-                Duration::from_secs(30),
+                ctx.start_timeout(Duration::from_secs(30)),
             )?;
             let mut s = Started::new(&self.name, format!("http://{addr}{}", self.path));
             s.measured = Some(proc.pid());
@@ -259,6 +259,29 @@ pub fn global_limit(bin: PathBuf, redis: SocketAddr) -> Configured {
     }
 }
 
+/// The plain config (one unit, one local route to the backend, every
+/// other key at its default) with idle keep-alive clients kept for
+/// `idle_ms` (`gateway.client_idle_timeout_ms`, default 60 000).
+pub fn idle_config(port: u16, backend: SocketAddr, idle_ms: u64) -> String {
+    unitgate::plain_config(port, backend).replace(
+        "threads = 1\n",
+        &format!("threads = 1\nclient_idle_timeout_ms = {idle_ms}\n"),
+    )
+}
+
+/// Plain unitgate holding idle clients for `idle_ms`.
+pub fn idle(bin: PathBuf, idle_ms: u64) -> Configured {
+    Configured {
+        name: "unitgate".into(),
+        bin,
+        config: Box::new(move |port, backend| idle_config(port, backend, idle_ms)),
+        headers: Vec::new(),
+        path: "/".into(),
+        show_lines: None,
+        access_log: false,
+    }
+}
+
 /// The route `i` of a table: `/r/00000`, `/r/00001`, …
 pub fn route_prefix(i: usize) -> String {
     format!("/r/{i:05}")
@@ -354,6 +377,16 @@ mod tests {
         assert_eq!(c.routes[0].splits.len(), 1);
         assert_eq!(c.routes[0].splits[0].weight, 10);
         assert_eq!(c.services[c.routes[0].splits[0].service].name, "backend-v2");
+    }
+
+    #[test]
+    fn idle_config_validates_with_its_idle_timeout() {
+        let c = idle_config(1, "127.0.0.1:2".parse().expect("addr"), 600_000);
+        let parsed = unitgate_config::parse(&c, std::path::Path::new(".")).expect("valid");
+        assert_eq!(
+            parsed.gateway.client_idle_timeout,
+            std::time::Duration::from_secs(600)
+        );
     }
 
     #[test]

@@ -3,16 +3,20 @@
 //! allocator and release profile as unitgate, so the difference between the
 //! two is what unitgate's features cost.
 //!
-//! `unitgate-floor LISTEN UPSTREAM [--timeouts] [--h2c]`, e.g.
+//! `unitgate-floor LISTEN UPSTREAM [--timeouts] [--h2c] [--read-buffer BYTES]`, e.g.
 //! `unitgate-floor 127.0.0.1:8081 127.0.0.1:8080`.
 //!
 //! The flags add, one at a time, what unitgate configures on top of bare
 //! pingora, so the bench can attribute its cost: `--timeouts` sets the
 //! per-attempt connect/read/write timeouts unitgate sets on every peer,
 //! `--h2c` accepts cleartext HTTP/2 on the listener as unitgate does.
+//! `--read-buffer BYTES` sets the read buffer pingora's listener puts in
+//! front of each accepted socket (default 64 KiB; 0 = none), which is most
+//! of what an idle keep-alive client costs in memory (`idle-conns`).
 
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::{HttpPeer, ProxyHttp, Result, Session};
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
@@ -69,7 +73,16 @@ fn main() -> ExitCode {
     let mut proxy = ProxyServiceBuilder::new(&server.configuration, Floor { upstream, timeouts })
         .server_options(options)
         .build();
-    proxy.add_tcp(listen);
+    let mut listener = ListenerConfig::tcp(listen);
+    if let Some(n) = flags
+        .iter()
+        .position(|f| f == "--read-buffer")
+        .and_then(|i| flags.get(i + 1))
+        .and_then(|n| n.parse().ok())
+    {
+        listener = listener.l4_buffer(L4BufferSettings::default().read(n));
+    }
+    proxy.add_listener(listener);
     server.add_service(proxy);
     server.run(RunArgs::default());
     ExitCode::SUCCESS

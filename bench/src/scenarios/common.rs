@@ -41,6 +41,9 @@ pub struct Common {
     /// The bare-pingora floor binary (default: `unitgate-floor` beside this binary).
     #[arg(long, value_name = "PATH")]
     pub floor: Option<PathBuf>,
+    /// The lean forwarder prototype (default: `unitgate-lean` beside this binary).
+    #[arg(long, value_name = "PATH")]
+    pub lean: Option<PathBuf>,
     /// Do not pin processes to CPUs with taskset.
     #[arg(long)]
     pub no_pin: bool,
@@ -160,6 +163,7 @@ impl Bench {
                 dir: &dir,
                 backend: self.backend.addr,
                 cpu: self.pin.map(|p| p.proxy),
+                slowdown: 1,
             };
             let s = c
                 .start(&ctx)

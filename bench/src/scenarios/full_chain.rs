@@ -28,10 +28,7 @@ pub fn section(c: &Common) -> Result<Section> {
     let mut notes = Vec::new();
     let mut contenders: Vec<Box<dyn Contender>> = Vec::new();
     match floor::locate(c.floor.as_deref())? {
-        Some(bin) => contenders.push(Box::new(Floor {
-            bin,
-            configured: false,
-        })),
+        Some(bin) => contenders.push(Box::new(Floor::new(bin))),
         None => notes.push("no unitgate-floor binary beside unitgate-bench; floor left out".into()),
     }
     contenders.push(Box::new(Unitgate::new(ug.clone(), Variant::Local)));

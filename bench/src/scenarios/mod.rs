@@ -2,10 +2,12 @@
 //! wrk while reading the proxy's and the backend's CPU time, alternate the
 //! contenders in rounds, and reduce the rounds to medians.
 
+pub mod callgrind;
 pub mod common;
 pub mod failover;
 pub mod full_chain;
 pub mod global_limit;
+pub mod idle_conns;
 pub mod migration;
 pub mod plain;
 pub mod redis_kill;

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::contender::{Contender, Direct, Renamed};
-use crate::floor::{self, Floor};
+use crate::floor::{self, Floor, Lean};
 use crate::haproxy::Haproxy;
 use crate::nginx::NginxProxy;
 use crate::scenarios::common::{self, Bench, Common, ReportParts};
@@ -85,17 +85,25 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
     }
     match floor::locate(args.common.floor.as_deref())? {
         Some(bin) => {
+            contenders.push(Box::new(Floor::new(bin.clone())));
             contenders.push(Box::new(Floor {
-                bin: bin.clone(),
-                configured: false,
-            }));
-            contenders.push(Box::new(Floor {
-                bin,
                 configured: true,
+                ..Floor::new(bin)
             }));
         }
         None => {
             let msg = "no unitgate-floor binary beside unitgate-bench (cargo build --release -p unitgate-bench); floor left out";
+            eprintln!("bench: warning: {msg}");
+            notes.push(msg.to_owned());
+        }
+    }
+    match floor::locate_lean(args.common.lean.as_deref())? {
+        Some(bin) => contenders.push(Box::new(Lean {
+            bin,
+            read_buffer: None,
+        })),
+        None => {
+            let msg = "no unitgate-lean binary beside unitgate-bench (cargo build --release -p unitgate-bench); lean left out";
             eprintln!("bench: warning: {msg}");
             notes.push(msg.to_owned());
         }
@@ -156,6 +164,17 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
                 ug / ft
             ));
         }
+    }
+    if let (Ok(lean), Ok(fl)) = (
+        common::cpu_of(&rows, "lean"),
+        common::cpu_of(&rows, "floor"),
+    ) {
+        let ug = common::cpu_of(&rows, "unitgate").ok();
+        notes.push(format!(
+            "lean (the lean forwarder prototype, no pingora-proxy): {:.2}× the floor{}, CPU per request (reported, not a target)",
+            lean / fl,
+            ug.map_or(String::new(), |u| format!(", {:.2}× plain unitgate", lean / u))
+        ));
     }
     if let (Ok(lc), Ok(rr)) = (
         common::cpu_of(&rows, "unitgate-least-conn"),

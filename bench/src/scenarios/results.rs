@@ -23,7 +23,8 @@ use crate::redis;
 use crate::report::Machine;
 use crate::scenarios::common::Common;
 use crate::scenarios::{
-    failover, full_chain, global_limit, migration, plain, redis_kill, reload, routes, tls,
+    callgrind, failover, full_chain, global_limit, idle_conns, migration, plain, redis_kill,
+    reload, routes, tls,
 };
 use crate::section::Section;
 use crate::tools;
@@ -42,6 +43,8 @@ pub const SCENARIOS: &[(&str, ScenarioFn)] = &[
     ("tls-handshake", tls::handshake_section),
     ("tls-keepalive", tls::keepalive_section),
     ("h2-streams", tls::h2_section),
+    ("idle-conns", idle_conns::section),
+    ("callgrind", callgrind::section),
     ("reload", reload_section),
     ("failover", failover_section),
     ("redis-kill", redis_kill_section),
@@ -177,8 +180,18 @@ pub fn run(args: &ResultsArgs) -> Result<()> {
         quick: args.quick,
         common: common.clone(),
     };
-    let md = render(&header, &outcomes, &charts);
     let path = args.dir.join("RESULTS.md");
+    let md = match fs::read_to_string(&path) {
+        Ok(existing) if !args.only.is_empty() => {
+            let provenance = format!(
+                "_From one `unitgate-bench results --only {}` run on {} (its settings below); the other sections are from earlier runs._",
+                args.only.join(","),
+                today()
+            );
+            merge(&existing, &outcomes, &charts, &provenance)
+        }
+        _ => render(&header, &outcomes, &charts),
+    };
     write(&path, &md)?;
     eprintln!("bench: results written to {}", path.display());
 
@@ -191,6 +204,15 @@ pub fn run(args: &ResultsArgs) -> Result<()> {
         bail!("scenarios failed: {} (see RESULTS.md)", failed.join(", "));
     }
     Ok(())
+}
+
+/// Today's date (UTC), `YYYY-MM-DD`.
+fn today() -> String {
+    let mut cmd = Command::new("date");
+    cmd.args(["-u", "+%Y-%m-%d"]);
+    procs::run_capture(cmd, Duration::from_secs(5))
+        .map(|c| c.stdout.trim().to_owned())
+        .unwrap_or_else(|_| "today".into())
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -283,6 +305,18 @@ pub fn render(h: &Header, outcomes: &[Outcome], charts: &[(String, Vec<String>)]
     s.push_str(
         "\n## Targets\n\n| scenario | target | measured | limit | met |\n|---|---|---:|---:|---|\n",
     );
+    s.push_str(&target_rows(outcomes));
+    for o in outcomes {
+        let (_, text) = section_text(o, charts);
+        s.push('\n');
+        s.push_str(&text);
+    }
+    s
+}
+
+/// The Targets table's rows of `outcomes`.
+fn target_rows(outcomes: &[Outcome]) -> String {
+    let mut s = String::new();
     for o in outcomes {
         match &o.result {
             Ok(sec) => {
@@ -303,31 +337,128 @@ pub fn render(h: &Header, outcomes: &[Outcome], charts: &[(String, Vec<String>)]
             }
         }
     }
-    for o in outcomes {
-        match &o.result {
-            Ok(sec) => {
-                let _ = writeln!(s, "\n## {}\n", sec.title);
-                let files = charts
-                    .iter()
-                    .find(|(n, _)| n == &o.name)
-                    .map(|(_, f)| f.as_slice())
-                    .unwrap_or_default();
-                for f in files {
-                    let _ = writeln!(s, "![{}](results/{f})\n", sec.title);
-                }
-                s.push_str(sec.markdown.trim_end());
-                s.push('\n');
+    s
+}
+
+/// One outcome's `## title` section (heading, charts, body): its title and text.
+fn section_text(o: &Outcome, charts: &[(String, Vec<String>)]) -> (String, String) {
+    let mut s = String::new();
+    match &o.result {
+        Ok(sec) => {
+            let _ = writeln!(s, "## {}\n", sec.title);
+            let files = charts
+                .iter()
+                .find(|(n, _)| n == &o.name)
+                .map(|(_, f)| f.as_slice())
+                .unwrap_or_default();
+            for f in files {
+                let _ = writeln!(s, "![{}](results/{f})\n", sec.title);
             }
-            Err(e) => {
-                let _ = writeln!(
-                    s,
-                    "\n## {} (failed)\n\nThe scenario failed:\n\n```text\n{e}\n```",
-                    o.name
-                );
+            s.push_str(sec.markdown.trim_end());
+            s.push('\n');
+            (sec.title.clone(), s)
+        }
+        Err(e) => {
+            let title = format!("{} (failed)", o.name);
+            let _ = writeln!(s, "## {title}\n\nThe scenario failed:\n\n```text\n{e}\n```");
+            (title, s)
+        }
+    }
+}
+
+/// A markdown file cut at its `## ` headings (outside code blocks): the
+/// text before the first, then (title, text with the heading) per section.
+fn split_sections(md: &str) -> (String, Vec<(String, String)>) {
+    let mut pre = String::new();
+    let mut sections: Vec<(String, String)> = Vec::new();
+    let mut in_code = false;
+    for line in md.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        if !in_code {
+            if let Some(title) = line.strip_prefix("## ") {
+                sections.push((title.trim().to_owned(), String::new()));
+            }
+        }
+        let buf = match sections.last_mut() {
+            Some((_, text)) => text,
+            None => &mut pre,
+        };
+        buf.push_str(line);
+        buf.push('\n');
+    }
+    (pre, sections)
+}
+
+/// Whether an existing section titled `existing` is the one `title`
+/// replaces: the same title, or it with a parenthesised remark after it
+/// ("… (appended, 2026-12-02)") or the scenario's "name (failed)".
+fn same_section(existing: &str, title: &str, name: &str) -> bool {
+    existing == title
+        || existing.starts_with(&format!("{title} ("))
+        || existing == format!("{name} (failed)")
+}
+
+/// RESULTS.md after a `--only` run: `existing` with the sections of the
+/// scenarios that ran replaced in place (or appended), their rows of the
+/// Targets table replaced (or added), and everything else kept as it was.
+/// `provenance` goes under each replaced section's heading.
+pub fn merge(
+    existing: &str,
+    outcomes: &[Outcome],
+    charts: &[(String, Vec<String>)],
+    provenance: &str,
+) -> String {
+    let (pre, mut sections) = split_sections(existing);
+    for o in outcomes {
+        let (title, text) = section_text(o, charts);
+        let text = match text.split_once("\n\n") {
+            Some((heading, rest)) => format!("{heading}\n\n{provenance}\n\n{rest}"),
+            None => text,
+        };
+        let sec_title = o.result.as_ref().map_or(title.clone(), |s| s.title.clone());
+        match sections
+            .iter_mut()
+            .find(|(t, _)| same_section(t, &sec_title, &o.name))
+        {
+            Some(slot) => *slot = (title, text),
+            None => {
+                if let Some((_, last)) = sections.last_mut() {
+                    if !last.ends_with("\n\n") {
+                        last.push('\n');
+                    }
+                }
+                sections.push((title, text));
             }
         }
     }
-    s
+    if let Some((_, table)) = sections.iter_mut().find(|(t, _)| t == "Targets") {
+        let ran: Vec<&str> = outcomes.iter().map(|o| o.name.as_str()).collect();
+        let mut kept = String::new();
+        let mut last_row = 0;
+        for line in table.lines() {
+            let scenario = line
+                .strip_prefix("| ")
+                .and_then(|r| r.split(" |").next())
+                .unwrap_or_default();
+            if line.starts_with("| ") && ran.contains(&scenario) {
+                continue;
+            }
+            kept.push_str(line);
+            kept.push('\n');
+            if line.starts_with('|') {
+                last_row = kept.len();
+            }
+        }
+        kept.insert_str(last_row, &target_rows(outcomes));
+        *table = kept;
+    }
+    let mut out = pre;
+    for (_, text) in sections {
+        out.push_str(&text);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -351,6 +482,7 @@ mod tests {
                 rounds: 1,
                 unitgate: None,
                 floor: None,
+                lean: None,
                 no_pin: false,
                 out: "out".into(),
                 keep_tmp: false,
@@ -396,6 +528,44 @@ mod tests {
         ] {
             assert!(md.contains(needle), "missing {needle:?} in\n{md}");
         }
+    }
+
+    #[test]
+    fn merge_replaces_the_sections_and_target_rows_that_ran() {
+        let existing = "# r\n\n## Targets\n\n| scenario | target | measured | limit | met |\n|---|---|---:|---:|---|\n| plain | a | 1.000 | ≤ 1.10 | yes |\n| routes | old | 9.000 | ≤ 1.10 | **no** |\n\n## Plain proxy\n\nplain text\n\n```sh\n## not a heading\n```\n\n## Route-table scale (appended, 2026-12-01)\n\nold routes\n";
+        let outcomes = vec![
+            Outcome {
+                name: "routes".into(),
+                result: Ok(Section {
+                    title: "Route-table scale".into(),
+                    markdown: "new routes".into(),
+                    targets: vec![Target {
+                        what: "new".into(),
+                        measured: 1.0,
+                        limit: 1.1,
+                        met: true,
+                    }],
+                    ..Section::default()
+                }),
+            },
+            Outcome {
+                name: "idle-conns".into(),
+                result: Ok(Section {
+                    title: "Idle".into(),
+                    markdown: "idle body".into(),
+                    ..Section::default()
+                }),
+            },
+        ];
+        let md = merge(existing, &outcomes, &[], "_fresh_");
+        assert!(md.starts_with("# r\n\n## Targets\n"), "{md}");
+        assert!(md.contains("| plain | a | 1.000 | ≤ 1.10 | yes |\n| routes | new | 1.000 | ≤ 1.10 | yes |\n\n## Plain proxy"), "{md}");
+        assert!(!md.contains("old"), "{md}");
+        assert!(md.contains("plain text\n\n```sh\n## not a heading\n```\n\n## Route-table scale\n\n_fresh_\n\nnew routes\n"), "{md}");
+        assert!(
+            md.ends_with("new routes\n\n## Idle\n\n_fresh_\n\nidle body\n"),
+            "{md}"
+        );
     }
 
     #[test]
