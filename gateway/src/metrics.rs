@@ -579,4 +579,184 @@ mod tests {
         let buckets: u64 = s.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
         assert_eq!(buckets, 3);
     }
+
+    const CONFIG: &str = r#"
+[gateway]
+unit = "A"
+listen = ["127.0.0.1:1"]
+
+[[units]]
+name = "A"
+slots = ["0-4999"]
+failover = ["B"]
+
+[[units]]
+name = "B"
+slots = ["5000-9999"]
+failover = ["A"]
+
+[[services]]
+name = "echo"
+[services.instances]
+A = ["127.0.0.1:2"]
+B = ["127.0.0.1:3", { addr = "127.0.0.1:4", backup = true }]
+[services.circuit_breaker]
+failure_ratio = 0.5
+min_requests = 5
+window_ms = 10000
+open_ms = 5000
+
+[[services]]
+name = "echo-v2"
+[services.instances]
+B = ["127.0.0.1:5"]
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+service = "echo"
+placement = "sharded"
+[[routes.rate_limits]]
+key = "route"
+rate = "10/s"
+[[routes.splits]]
+service = "echo-v2"
+match_header = "x-canary"
+
+[[routes]]
+name = "idle"
+path_prefix = "/"
+service = "echo"
+"#;
+
+    /// The exposition of [`CONFIG`] after a few requests, a rare code and a
+    /// crossing among them.
+    fn exposition() -> String {
+        let config = unitgate_config::parse(CONFIG, std::path::Path::new(".")).expect("config");
+        let snap = Snapshot::build(config, None).expect("snapshot");
+        let stats = &snap.routes[0].counters.requests;
+        stats.record(200, Some(0), Some(1), Duration::from_millis(3));
+        stats.record(200, Some(0), Some(1), Duration::from_millis(40));
+        stats.record(418, Some(1), Some(1), Duration::from_micros(200));
+        stats.record(503, Some(1), None, Duration::from_secs(30));
+        snap.services[0].count_crossing(0, 1);
+        snap.routes[0].counters.rate_limited[0].fetch_add(2, Ordering::Relaxed);
+        let snapshot: crate::snapshot::SharedSnapshot =
+            std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(snap));
+        let health = std::sync::Arc::new(crate::health::HealthSupervisor::new(snapshot.clone()));
+        let control = ControlPlane::new(snapshot.clone(), None, health);
+        render(&snapshot.load(), &control)
+    }
+
+    #[test]
+    fn the_exposition_reads_back_with_help_type_and_monotone_buckets() {
+        let text = exposition();
+        let mut kinds: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut helped = Vec::new();
+        // (series without `le`) -> [(le, cumulative)] in exposed order.
+        let mut buckets: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect("help text");
+                assert!(!help.is_empty(), "{line}");
+                helped.push(name);
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("type");
+                assert!(helped.last() == Some(&name), "TYPE {name} without HELP");
+                assert!(kinds.insert(name, kind).is_none(), "{name} declared twice");
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("a sample");
+            let value: f64 = value.parse().expect("a number");
+            let name = series.split('{').next().expect("name");
+            let family = kinds
+                .keys()
+                .rev()
+                .find(|f| {
+                    name.strip_prefix(**f)
+                        .is_some_and(|s| s.is_empty() || kinds[**f] == "histogram")
+                })
+                .unwrap_or_else(|| panic!("{name}: no HELP/TYPE before it"));
+            assert!(name.starts_with("unitgate_"), "{name}");
+            if kinds[family] != "histogram" {
+                assert_eq!(name, *family);
+                continue;
+            }
+            let labels = series.strip_prefix(name).expect("labels");
+            match &name[family.len()..] {
+                "_bucket" => {
+                    let (rest, le) = labels.rsplit_once(",le=\"").expect("le last");
+                    let le = le.trim_end_matches("\"}");
+                    let le = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().expect("le")
+                    };
+                    buckets
+                        .entry(format!("{family}{rest}}}"))
+                        .or_default()
+                        .push((le, value));
+                }
+                "_count" => {
+                    counts.insert(format!("{family}{labels}"), value);
+                }
+                "_sum" => assert!(value >= 0.0),
+                other => panic!("{name}: unexpected suffix {other}"),
+            }
+        }
+        assert_eq!(kinds["unitgate_request_duration_seconds"], "histogram");
+        assert_eq!(buckets.len(), 2, "one histogram per route:\n{text}");
+        for (series, b) in &buckets {
+            assert!(
+                b.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+                "{series}: {b:?}"
+            );
+            let (le, n) = *b.last().expect("buckets");
+            assert_eq!(le, f64::INFINITY, "{series}");
+            assert_eq!(Some(&n), counts.get(series), "{series}: +Inf != _count");
+        }
+        for (series, value) in [
+            ("unitgate_requests_total{route=\"orders\",code=\"200\",home_unit=\"A\",served_unit=\"B\"}", "2"),
+            ("unitgate_requests_total{route=\"orders\",code=\"418\",home_unit=\"B\",served_unit=\"B\"}", "1"),
+            ("unitgate_requests_total{route=\"orders\",code=\"503\",home_unit=\"B\",served_unit=\"\"}", "1"),
+            ("unitgate_request_duration_seconds_bucket{route=\"orders\",le=\"0.001\"}", "1"),
+            ("unitgate_request_duration_seconds_bucket{route=\"orders\",le=\"0.005\"}", "2"),
+            ("unitgate_request_duration_seconds_bucket{route=\"orders\",le=\"10\"}", "3"),
+            ("unitgate_request_duration_seconds_bucket{route=\"orders\",le=\"+Inf\"}", "4"),
+            ("unitgate_request_duration_seconds_sum{route=\"orders\"}", "30.0432"),
+            ("unitgate_request_duration_seconds_count{route=\"idle\"}", "0"),
+            ("unitgate_cross_unit_total{service=\"echo\",from=\"A\",to=\"B\"}", "1"),
+            ("unitgate_instance_backup{service=\"echo\",unit=\"B\",instance=\"127.0.0.1:4\"}", "1"),
+            ("unitgate_circuit_open{service=\"echo\",unit=\"A\"}", "0"),
+            ("unitgate_rate_limited_total{route=\"orders\",scope=\"local\"}", "2"),
+            ("unitgate_split_requests_total{route=\"orders\",service=\"echo-v2\"}", "0"),
+            ("unitgate_unit_state{unit=\"B\",state=\"active\"}", "1"),
+            ("unitgate_config_reloads_total{result=\"error\"}", "0"),
+            ("unitgate_store_up", "1"),
+            ("unitgate_fleet_gateways{state=\"in_sync\"}", "1"),
+        ] {
+            assert!(text.lines().any(|l| l == format!("{series} {value}")), "{series} {value}:\n{text}");
+        }
+        // Process-wide counters: present, whatever other tests have counted.
+        for series in [
+            "unitgate_access_log_dropped_total",
+            "unitgate_accept_errors_total",
+            "unitgate_tracing_spans_exported_total",
+            "unitgate_tracing_spans_dropped_total{reason=\"queue_full\"}",
+            "unitgate_tracing_spans_dropped_total{reason=\"export_failed\"}",
+            "unitgate_redis_up",
+        ] {
+            let prefix = format!("{series} ");
+            assert!(
+                text.lines().any(|l| l.starts_with(&prefix)),
+                "{series}:\n{text}"
+            );
+        }
+        // A limit scope the route does not use, and TLS without [tls], are absent.
+        assert!(!text.contains("scope=\"global\""), "{text}");
+        assert!(!text.contains("unitgate_tls_"), "{text}");
+    }
 }
