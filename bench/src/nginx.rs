@@ -173,16 +173,7 @@ pub fn start_probed(
     body: impl Fn(u16) -> String,
     ready: impl Fn(u16, &mut Managed) -> Result<()>,
 ) -> Result<Nginx> {
-    let l = launch_probed(nginx, name, dir, cpu, |port| conf(dir, &body(port)), ready)?;
-    let worker = find_worker(l.proc.pid())?;
-    Ok(Nginx {
-        master: l.proc,
-        worker,
-        addr: l.addr,
-        command: l.command,
-        conf_path: l.conf_path,
-        conf: l.conf,
-    })
+    launch_probed(nginx, name, dir, cpu, |port| conf(dir, &body(port)), ready)?.into_nginx()
 }
 
 /// [`start`] with a whole nginx.conf of the caller's (`conf_of(port)`),
@@ -194,16 +185,7 @@ pub fn start_conf(
     cpu: Option<usize>,
     conf_of: impl Fn(u16) -> String,
 ) -> Result<Nginx> {
-    let l = launch(nginx, name, dir, cpu, conf_of)?;
-    let worker = find_worker(l.proc.pid())?;
-    Ok(Nginx {
-        master: l.proc,
-        worker,
-        addr: l.addr,
-        command: l.command,
-        conf_path: l.conf_path,
-        conf: l.conf,
-    })
+    launch(nginx, name, dir, cpu, conf_of)?.into_nginx()
 }
 
 /// The reverse proxy ([`proxy_body`]) made to hold `conns` idle keep-alive
@@ -244,6 +226,21 @@ pub struct Launched {
     pub command: String,
     pub conf_path: PathBuf,
     pub conf: String,
+}
+
+impl Launched {
+    /// This nginx with its worker found, for CPU accounting.
+    fn into_nginx(self) -> Result<Nginx> {
+        let worker = find_worker(self.proc.pid())?;
+        Ok(Nginx {
+            master: self.proc,
+            worker,
+            addr: self.addr,
+            command: self.command,
+            conf_path: self.conf_path,
+            conf: self.conf,
+        })
+    }
 }
 
 /// Writes `conf_of(port)` into `dir` for a free port, starts nginx on it

@@ -41,6 +41,39 @@ impl Machine {
     }
 }
 
+/// The report's "Machine and versions" section (the machine, `tool`'s
+/// version line such as "valgrind: `…`", unitgate's version) and the start
+/// of its "Commands" block: the backend's and every contender's commands,
+/// with the request headers sent. The caller adds its client's command and
+/// closes the block.
+pub fn machine_and_commands(
+    s: &mut String,
+    tool: &str,
+    backend_command: &str,
+    started: &[crate::contender::Started],
+) {
+    let machine = Machine::read();
+    let _ = writeln!(
+        s,
+        "\n## Machine and versions\n\n- CPU: {} × {}\n- kernel: {}\n- {tool}",
+        machine.cpus, machine.model, machine.kernel,
+    );
+    let unitgate = started
+        .iter()
+        .filter(|x| x.name.starts_with("unitgate"))
+        .find_map(|x| x.version.as_deref());
+    if let Some(v) = unitgate {
+        let _ = writeln!(s, "- unitgate: `{v}`");
+    }
+    let _ = writeln!(s, "\n## Commands\n\n```sh\n# backend\n{backend_command}");
+    for x in started {
+        let _ = writeln!(s, "# {}\n{}", x.name, x.commands.join("\n"));
+        if !x.headers.is_empty() {
+            let _ = writeln!(s, "#   request headers: {}", x.headers.join(" / "));
+        }
+    }
+}
+
 /// The 1/5/15-minute load averages, from /proc/loadavg: other work on the
 /// machine during a run skews req/s much more than CPU per request.
 pub fn loadavg() -> String {

@@ -16,14 +16,14 @@
 
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::{HttpPeer, ProxyHttp, Result, Session};
 use pingora::proxy::ProxyServiceBuilder;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server};
+use pingora::server::RunArgs;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
+
+mod shared;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -52,37 +52,21 @@ impl ProxyHttp for Floor {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(listen), Some(upstream)) = (args.get(1), args.get(2).and_then(|u| u.parse().ok()))
-    else {
-        eprintln!("usage: unitgate-floor LISTEN UPSTREAM (both IP:port)");
+    let Some(args) = shared::Args::parse("unitgate-floor") else {
         return ExitCode::FAILURE;
     };
-    let conf = ServerConf {
-        threads: 1,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let flags = &args[3..];
-    let timeouts = flags.iter().any(|f| f == "--timeouts");
+    let has = |flag: &str| args.flags.iter().any(|f| f == flag);
+    let mut server = shared::server();
     let mut options = HttpServerOptions::default();
-    options.h2c = flags.iter().any(|f| f == "--h2c");
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Floor { upstream, timeouts })
+    options.h2c = has("--h2c");
+    let floor = Floor {
+        upstream: args.upstream,
+        timeouts: has("--timeouts"),
+    };
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, floor)
         .server_options(options)
         .build();
-    let mut listener = ListenerConfig::tcp(listen);
-    if let Some(n) = flags
-        .iter()
-        .position(|f| f == "--read-buffer")
-        .and_then(|i| flags.get(i + 1))
-        .and_then(|n| n.parse().ok())
-    {
-        listener = listener.l4_buffer(L4BufferSettings::default().read(n));
-    }
-    proxy.add_listener(listener);
+    proxy.add_listener(args.listener());
     server.add_service(proxy);
     server.run(RunArgs::default());
     ExitCode::SUCCESS

@@ -21,18 +21,18 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::http::ResponseHeader;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::http::v1::client::HttpSession as ClientSession;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::server::{RunArgs, ShutdownWatch};
 use pingora::services::listening::Service;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+mod shared;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -226,39 +226,18 @@ impl HttpServerApp for Lean {
     }
 }
 
-/// The listener on `listen`; `--read-buffer BYTES` sets the per-connection
-/// read buffer pingora puts in front of every accepted socket (default
-/// 64 KiB; 0 = none, reads go straight to the socket).
-fn listener(listen: &str, flags: &[String]) -> ListenerConfig {
-    let mut l = ListenerConfig::tcp(listen);
-    if let Some(n) = flags
-        .iter()
-        .position(|f| f == "--read-buffer")
-        .and_then(|i| flags.get(i + 1))
-        .and_then(|n| n.parse().ok())
-    {
-        l = l.l4_buffer(L4BufferSettings::default().read(n));
-    }
-    l
-}
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(listen), Some(upstream)) = (args.get(1), args.get(2).and_then(|u| u.parse().ok()))
-    else {
-        eprintln!("usage: unitgate-lean LISTEN UPSTREAM (both IP:port)");
+    let Some(args) = shared::Args::parse("unitgate-lean") else {
         return ExitCode::FAILURE;
     };
-    let conf = ServerConf {
-        threads: 1,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut service = Service::new("lean".to_owned(), Lean { upstream });
-    service.add_listener(listener(listen, &args[3..]));
+    let mut server = shared::server();
+    let mut service = Service::new(
+        "lean".to_owned(),
+        Lean {
+            upstream: args.upstream,
+        },
+    );
+    service.add_listener(args.listener());
     server.add_service(service);
     server.run(RunArgs::default());
     ExitCode::SUCCESS

@@ -30,7 +30,7 @@ use crate::contender::{Contender, Renamed, StartCtx, Started};
 use crate::floor::{self, Floor, Lean};
 use crate::http1::{self, Conn};
 use crate::procs;
-use crate::report::{self, Machine};
+use crate::report;
 use crate::scenarios::common::{self, Bench, Common};
 use crate::scenarios::median;
 use crate::section::Section;
@@ -716,34 +716,12 @@ fn markdown(
     if let Some((file, requests)) = profile {
         profile_section(&mut s, file, requests, annotate_bin);
     }
-    let machine = Machine::read();
-    let _ = writeln!(
-        s,
-        "\n## Machine and versions\n\n- CPU: {} × {}\n- kernel: {}\n- valgrind: `{}`",
-        machine.cpus,
-        machine.model,
-        machine.kernel,
-        valgrind_version()
+    report::machine_and_commands(
+        &mut s,
+        &format!("valgrind: `{}`", valgrind_version()),
+        &bench.backend.command,
+        started,
     );
-    if let Some(v) = started.iter().find_map(|x| {
-        x.name
-            .starts_with("unitgate")
-            .then(|| x.version.clone())
-            .flatten()
-    }) {
-        let _ = writeln!(s, "- unitgate: `{v}`");
-    }
-    let _ = writeln!(
-        s,
-        "\n## Commands\n\n```sh\n# backend\n{}",
-        bench.backend.command
-    );
-    for x in started {
-        let _ = writeln!(s, "# {}\n{}", x.name, x.commands.join("\n"));
-        if !x.headers.is_empty() {
-            let _ = writeln!(s, "#   request headers: {}", x.headers.join(" / "));
-        }
-    }
     let _ = writeln!(
         s,
         "# client and counters: unitgate-bench callgrind --requests {} --warmup-requests {} --rounds {}\n#   (vgdb --vgdb-prefix=DIR/vgdb --pid=PID zero | dump)\n```",

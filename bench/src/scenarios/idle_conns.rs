@@ -27,7 +27,7 @@ use crate::floor::{self, Floor, Lean};
 use crate::http1::{self, Conn};
 use crate::nginx;
 use crate::procs;
-use crate::report::{self, Machine};
+use crate::report;
 use crate::scenarios::common::{self, Bench, Common};
 use crate::scenarios::median;
 use crate::section::Section;
@@ -454,31 +454,12 @@ fn markdown(
             let _ = writeln!(s, "- {note}");
         }
     }
-    let machine = Machine::read();
-    let _ = writeln!(
-        s,
-        "\n## Machine and versions\n\n- CPU: {} × {}\n- kernel: {}\n- nginx: `{}`",
-        machine.cpus,
-        machine.model,
-        machine.kernel,
-        nginx::version(&bench.nginx_bin)
+    report::machine_and_commands(
+        &mut s,
+        &format!("nginx: `{}`", nginx::version(&bench.nginx_bin)),
+        &bench.backend.command,
+        started,
     );
-    if let Some(v) = started.iter().find_map(|x| {
-        x.name
-            .starts_with("unitgate")
-            .then(|| x.version.clone())
-            .flatten()
-    }) {
-        let _ = writeln!(s, "- unitgate: `{v}`");
-    }
-    let _ = writeln!(
-        s,
-        "\n## Commands\n\n```sh\n# backend\n{}",
-        bench.backend.command
-    );
-    for x in started {
-        let _ = writeln!(s, "# {}\n{}", x.name, x.commands.join("\n"));
-    }
     let _ = writeln!(
         s,
         "# clients: unitgate-bench idle-conns --conns {n} --batch {} --open-within {} --rounds {}\n```",
