@@ -311,7 +311,6 @@ pub struct Tracing {
     pub traces_url: String,
     /// Compared with a trace id's low 64 bits: `ratio × 2^64`, saturating.
     pub sample_threshold: u64,
-    pub sample_ratio: f64,
     pub service_name: String,
     pub queue_size: usize,
 }

@@ -22,8 +22,8 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use opentelemetry_sdk::Resource;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Spans per export request, at most.
@@ -68,7 +68,8 @@ static PENDING: AtomicUsize = AtomicUsize::new(0);
 static EXPORTED: AtomicU64 = AtomicU64::new(0);
 static DROPPED_FULL: AtomicU64 = AtomicU64::new(0);
 static DROPPED_FAILED: AtomicU64 = AtomicU64::new(0);
-static QUEUE: OnceLock<Mutex<Option<Sender<Msg>>>> = OnceLock::new();
+/// The export thread's queue; `None` when the thread could not start.
+static QUEUE: OnceLock<Option<Sender<Msg>>> = OnceLock::new();
 
 /// Spans exported, dropped because the queue was full, dropped because their
 /// export failed: `unitgate_tracing_spans_{exported,dropped}_total`.
@@ -80,19 +81,23 @@ pub fn counts() -> (u64, u64, u64) {
     )
 }
 
-fn sender() -> Option<Sender<Msg>> {
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = mpsc::channel();
-        let started = std::thread::Builder::new()
-            .name("unitgate-otlp".into())
-            .spawn(move || export_loop(rx));
-        if let Err(e) = started {
-            tracing::error!("span export disabled: cannot start its thread: {e}");
-            return Mutex::new(None);
-        }
-        Mutex::new(Some(tx))
-    });
-    queue.lock().unwrap_or_else(|p| p.into_inner()).clone()
+/// The queue, the export thread started on first use.
+fn sender() -> Option<&'static Sender<Msg>> {
+    QUEUE
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            let started = std::thread::Builder::new()
+                .name("unitgate-otlp".into())
+                .spawn(move || export_loop(rx));
+            match started {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::error!("span export disabled: cannot start its thread: {e}");
+                    None
+                }
+            }
+        })
+        .as_ref()
 }
 
 /// Queues the span of a finished, sampled request; never blocks.
@@ -260,8 +265,7 @@ fn export_loop(rx: Receiver<Msg>) {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Msg::Span(t, s)) => batch.push((t, *s)),
                 Ok(Msg::Flush(done)) => flush = Some(done),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(_) => break,
             }
         }
         // Spans of one target go together; a reload between them splits the batch.

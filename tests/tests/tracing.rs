@@ -129,7 +129,7 @@ async fn sampled_requests_reach_an_otlp_receiver_as_one_span_each() {
     assert_eq!(s.attr("unitgate.crossed"), Some("false"));
     assert_eq!(s.attr("unitgate.attempts"), Some("1"));
 
-    // An unrouted request is a span too, an error one when it is a 5xx.
+    // An unrouted request is a span too; a 4xx is not a server error.
     let r = gw.get("/nowhere").await;
     assert_eq!(r.status, 404);
     let s = eventually("the 404's span", Duration::from_secs(10), || async {
@@ -139,6 +139,7 @@ async fn sampled_requests_reach_an_otlp_receiver_as_one_span_each() {
     })
     .await;
     assert_eq!(s.name, "GET");
+    assert_eq!(s.status, 0, "unset for a 404");
     assert_eq!(s.attr("url.path"), Some("/nowhere"));
 
     assert!(

@@ -129,7 +129,6 @@ fn tracing(errs: &mut Errors, t: &crate::raw::RawTracing) -> crate::typed::Traci
         traces_url,
         // `as` saturates: 1.0 gives u64::MAX, which every id is at or below.
         sample_threshold: (ratio * u64::MAX as f64) as u64,
-        sample_ratio: ratio,
         service_name: t.service_name.clone(),
         queue_size: t.queue_size,
     }
