@@ -253,4 +253,20 @@ fn check_reports_every_bad_tracing_key() {
     ] {
         assert!(all.contains(key), "{key} not reported:\n{all}");
     }
+    // https:// parses as a URL, but the exporter has no TLS client: refused
+    // up front instead of failing every export at run time.
+    let https = config(
+        "A = [\"127.0.0.1:1\"]\nB = [\"127.0.0.1:2\"]",
+        "otlp_endpoint = \"https://collector.example:4318\"\n",
+    )
+    .replace("{listen}", "127.0.0.1:18080")
+    .replace("{admin}", "127.0.0.1:18081");
+    std::fs::write(&path, https).expect("write");
+    let (code, out, err) = unitgate_tests::run_cli(&["check", "-c", path.to_str().expect("utf-8")]);
+    let all = format!("{out}{err}");
+    assert_ne!(code, 0, "{all}");
+    assert!(
+        all.contains("tracing.otlp_endpoint") && all.contains("https:// is not supported"),
+        "{all}"
+    );
 }

@@ -89,7 +89,9 @@ pub fn validate_local(raw: &RawConfig, base_dir: &Path) -> Result<LocalConfig, C
     })
 }
 
-/// `[tracing]`: an http(s) URL with a host, a ratio in 0..=1, a bounded queue.
+/// `[tracing]`: an http:// URL with a host (the exporter has no TLS client,
+/// so https:// is refused here rather than failing every export), a ratio in
+/// 0..=1, a bounded queue.
 fn tracing(errs: &mut Errors, t: &crate::raw::RawTracing) -> crate::typed::Tracing {
     let url = t.otlp_endpoint.trim();
     let traces_url = match url.parse::<http::Uri>() {
@@ -100,19 +102,26 @@ fn tracing(errs: &mut Errors, t: &crate::raw::RawTracing) -> crate::typed::Traci
             );
             String::new()
         }
-        Ok(u)
-            if matches!(u.scheme_str(), Some("http" | "https"))
-                && u.host().is_some_and(|h| !h.is_empty()) =>
-        {
+        Ok(u) if u.scheme_str() == Some("http") && u.host().is_some_and(|h| !h.is_empty()) => {
             match u.path() {
                 "" | "/" => format!("{}/v1/traces", url.trim_end_matches('/')),
                 _ => url.to_owned(),
             }
         }
+        Ok(u) if u.scheme_str() == Some("https") => {
+            errs.push(
+                "tracing.otlp_endpoint",
+                format!(
+                    "{url:?}: https:// is not supported (this build's exporter has no TLS \
+                     client); send to a local collector over http://"
+                ),
+            );
+            String::new()
+        }
         _ => {
             errs.push(
                 "tracing.otlp_endpoint",
-                format!("{url:?} is not an http:// or https:// URL with a host"),
+                format!("{url:?} is not an http:// URL with a host"),
             );
             String::new()
         }
