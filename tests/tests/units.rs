@@ -587,8 +587,23 @@ async fn hop_limit_stops_a_second_crossing() {
 async fn exposed_unit_headers_on_responses() {
     let u = start("", "expose_unit_headers = true").await;
     let r = u.as_user("42", "/pinned/x").await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, u.gw.stderr());
     assert_eq!(r.header("x-unit-home"), Some("A"));
     assert_eq!(r.header("x-unit-served"), Some("B"));
+    // A degraded answer still names the home unit; nothing served it.
+    for s in u.a.iter().chain(&u.b) {
+        s.stop();
+    }
+    unitgate_tests::eventually("every instance is down", Duration::from_secs(5), || async {
+        let r = u.as_user("42", "/pinned/x").await;
+        (r.status == 503).then_some(r)
+    })
+    .await;
+    let r = u.as_user("42", "/pinned/x").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.header("x-unit-home"), Some("A"));
+    assert_eq!(r.header("x-unit-served"), None);
+    assert!(r.header("x-unit-degraded").is_some());
     let plain = start("", "").await;
     let r = plain.as_user("42", "/x").await;
     assert_eq!(r.header("x-unit-home"), None);

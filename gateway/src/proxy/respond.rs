@@ -105,6 +105,29 @@ fn grpc_message(message: &str) -> String {
     out
 }
 
+/// What every locally generated response carries: the request id, the
+/// routing cookie when one is being stamped, and with `expose_unit_headers`
+/// the caller's home unit (`x-unit-served` only where an instance answered).
+fn local_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    if !ctx.request_id.is_empty() {
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
+    }
+    let Some(unit) = &ctx.unit else {
+        return Ok(());
+    };
+    if let Some(cookie) = unit.set_cookie.as_deref() {
+        resp.append_header("set-cookie", cookie)?;
+    }
+    if let Some(snap) = ctx
+        .snapshot
+        .as_deref()
+        .filter(|s| s.config.gateway.expose_unit_headers)
+    {
+        resp.insert_header("x-unit-home", snap.headers.units[unit.home].clone())?;
+    }
+    Ok(())
+}
+
 /// A trailers-only gRPC answer: HTTP 200, `grpc-status` and `grpc-message`
 /// in the one header block that ends the stream.
 async fn send_grpc_error(
@@ -114,16 +137,11 @@ async fn send_grpc_error(
     message: &str,
     extra: &[(&'static str, &str)],
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(200, Some(5 + extra.len()))?;
+    let mut resp = ResponseHeader::build(200, Some(6 + extra.len()))?;
     resp.insert_header("content-type", "application/grpc")?;
     resp.insert_header("grpc-status", code.grpc_status().to_string())?;
     resp.insert_header("grpc-message", grpc_message(message))?;
-    if !ctx.request_id.is_empty() {
-        resp.insert_header("x-request-id", ctx.request_id.clone())?;
-    }
-    if let Some(cookie) = ctx.unit.as_ref().and_then(|u| u.set_cookie.as_deref()) {
-        resp.append_header("set-cookie", cookie)?;
-    }
+    local_headers(&mut resp, ctx)?;
     for (name, value) in extra {
         resp.insert_header(*name, *value)?;
     }
@@ -156,15 +174,10 @@ pub async fn send_error(
         return send_grpc_error(session, ctx, code, message, extra).await;
     }
     let body = error_body(code, message, ctx.request_id_str());
-    let mut resp = ResponseHeader::build(code.status(), Some(4 + extra.len()))?;
+    let mut resp = ResponseHeader::build(code.status(), Some(5 + extra.len()))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
-    if !ctx.request_id.is_empty() {
-        resp.insert_header("x-request-id", ctx.request_id.clone())?;
-    }
-    if let Some(cookie) = ctx.unit.as_ref().and_then(|u| u.set_cookie.as_deref()) {
-        resp.append_header("set-cookie", cookie)?;
-    }
+    local_headers(&mut resp, ctx)?;
     for (name, value) in extra {
         resp.insert_header(*name, *value)?;
     }
@@ -203,19 +216,14 @@ pub async fn send_degraded(
         )
         .await;
     };
-    let mut resp = ResponseHeader::build(fb.status, Some(6 + fb.headers.len()))?;
+    let mut resp = ResponseHeader::build(fb.status, Some(7 + fb.headers.len()))?;
     for (name, value) in &fb.headers {
         resp.append_header(name.clone(), value.as_str())?;
     }
     resp.insert_header("content-type", fb.content_type.as_str())?;
     resp.insert_header("content-length", fb.body.len().to_string())?;
     resp.insert_header("x-unit-degraded", reason.as_str())?;
-    if !ctx.request_id.is_empty() {
-        resp.insert_header("x-request-id", ctx.request_id.clone())?;
-    }
-    if let Some(cookie) = ctx.unit.as_ref().and_then(|u| u.set_cookie.as_deref()) {
-        resp.append_header("set-cookie", cookie)?;
-    }
+    local_headers(&mut resp, ctx)?;
     if !session.is_body_empty() {
         session.set_keepalive(None);
     }
