@@ -9,6 +9,12 @@
 //! the head complete in its first filter ([`head_complete`]); the end of the
 //! request ([`request_done`]) makes the connection idle again, so keep-alive
 //! idleness (`client_idle_timeout`) and body uploads never count.
+//!
+//! A head pingora cannot parse never reaches a filter: pingora answers it
+//! itself with a bare `400` (empty body, no request id) and logs nothing.
+//! [`ParserReply`] sees that answer go out while a head is still being read
+//! and sends the contract's JSON `400 bad_request` in its place, with an
+//! access-log line.
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -39,6 +45,9 @@ const IDLE: u8 = 2;
 
 pub struct HeadDeadline {
     inner: Stream,
+    /// Over plain TCP, pingora's own 400s are rewritten here; under TLS
+    /// these writes are ciphertext and [`TlsStream`] rewrites instead.
+    reply: ParserReply,
     timeout: Duration,
     phase: AtomicU8,
     timer: Option<Pin<Box<Sleep>>>,
@@ -59,8 +68,12 @@ impl std::fmt::Debug for HeadDeadline {
 
 impl HeadDeadline {
     pub fn new(inner: Stream, timeout: Duration) -> Self {
+        let peer = inner
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         HeadDeadline {
             inner,
+            reply: ParserReply::new(peer),
             timeout,
             phase: AtomicU8::new(HEAD),
             timer: Some(Box::pin(tokio::time::sleep(timeout))),
@@ -77,6 +90,20 @@ impl HeadDeadline {
     pub fn serve_forever(&mut self) {
         self.phase.store(SERVING, Ordering::Relaxed);
         self.timer = None;
+    }
+
+    fn head(&self) -> &HeadDeadline {
+        self
+    }
+
+    /// A request head is being read (no filter has run for it yet).
+    pub fn reading_head(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) != SERVING
+    }
+
+    /// The same rewriting, for a TLS stream over this one.
+    pub fn parser_reply(&self) -> ParserReply {
+        ParserReply::new(self.reply.peer)
     }
 
     fn arm(&mut self) {
@@ -154,8 +181,115 @@ impl AsyncRead for HeadDeadline {
     }
 }
 
-/// `AsyncWrite` for a wrapper stream: every call goes to its `inner` stream.
-macro_rules! write_through_inner {
+/// What pingora writes for a head it could not parse: `HTTP/1.x 400 `.
+fn is_pingora_400(buf: &[u8]) -> bool {
+    buf.len() > 12 && buf.starts_with(b"HTTP/1.") && &buf[8..13] == b" 400 "
+}
+
+/// Replaces pingora's bare 400 for an unparsable head with the contract's
+/// JSON error (and logs the request as a bare line): the bytes pingora
+/// hands over are reported written, ours go to the client instead.
+pub struct ParserReply {
+    peer: Option<std::net::IpAddr>,
+    /// Our answer and how much of it is written.
+    pending: Option<(bytes::Bytes, usize)>,
+    /// Answered: the connection is closing; later writes are dropped.
+    done: bool,
+}
+
+impl ParserReply {
+    pub fn new(peer: Option<std::net::IpAddr>) -> Self {
+        ParserReply {
+            peer,
+            pending: None,
+            done: false,
+        }
+    }
+
+    fn start(&mut self) {
+        let id = crate::proxy::forward::new_request_id();
+        let id = id.to_str().unwrap_or_default();
+        let body = crate::proxy::respond::error_body(
+            crate::proxy::respond::ErrorCode::BadRequest,
+            "the request head could not be parsed",
+            id,
+        );
+        let mut out = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nx-request-id: {id}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        crate::access_log::write(&crate::access_log::Line {
+            request_id: id,
+            trace_id: 0,
+            client: self.peer,
+            method: "-",
+            path: "-",
+            status: 400,
+            duration: Duration::ZERO,
+            routed: None,
+        });
+        self.pending = Some((out.into(), 0));
+    }
+
+    /// `poll_write` of `inner`, with pingora's parser 400 swapped for ours
+    /// while `reading_head`.
+    pub fn poll_write<W: tokio::io::AsyncWrite + ?Sized>(
+        &mut self,
+        reading_head: bool,
+        mut inner: Pin<&mut W>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.done {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if self.pending.is_none() {
+            if !(reading_head && is_pingora_400(buf)) {
+                return inner.poll_write(cx, buf);
+            }
+            self.start();
+        }
+        if let Some((out, pos)) = &mut self.pending {
+            while *pos < out.len() {
+                match inner.as_mut().poll_write(cx, &out[*pos..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                    }
+                    Poll::Ready(Ok(n)) => *pos += n,
+                    other => return other,
+                }
+            }
+        }
+        self.pending = None;
+        self.done = true;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    /// Vectored writes are passed through unless a 400 may be among them.
+    pub fn poll_write_vectored<W: tokio::io::AsyncWrite + ?Sized>(
+        &mut self,
+        reading_head: bool,
+        inner: Pin<&mut W>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if !reading_head && self.pending.is_none() && !self.done {
+            return inner.poll_write_vectored(cx, bufs);
+        }
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        self.poll_write(reading_head, inner, cx, first)
+    }
+}
+
+/// `AsyncWrite` for a wrapper stream with a [`ParserReply`]: `$head` gives
+/// the [`HeadDeadline`] whose phase says whether a head is being read.
+macro_rules! write_with_parser_reply {
     ($t:ty) => {
         impl tokio::io::AsyncWrite for $t {
             fn poll_write(
@@ -163,7 +297,10 @@ macro_rules! write_through_inner {
                 cx: &mut std::task::Context<'_>,
                 buf: &[u8],
             ) -> std::task::Poll<std::io::Result<usize>> {
-                std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+                let this = &mut *self;
+                let reading = this.head().reading_head();
+                this.reply
+                    .poll_write(reading, std::pin::Pin::new(&mut this.inner), cx, buf)
             }
 
             fn poll_flush(
@@ -185,7 +322,14 @@ macro_rules! write_through_inner {
                 cx: &mut std::task::Context<'_>,
                 bufs: &[std::io::IoSlice<'_>],
             ) -> std::task::Poll<std::io::Result<usize>> {
-                std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+                let this = &mut *self;
+                let reading = this.head().reading_head();
+                this.reply.poll_write_vectored(
+                    reading,
+                    std::pin::Pin::new(&mut this.inner),
+                    cx,
+                    bufs,
+                )
             }
 
             fn is_write_vectored(&self) -> bool {
@@ -194,9 +338,9 @@ macro_rules! write_through_inner {
         }
     };
 }
-pub(crate) use write_through_inner;
+pub(crate) use write_with_parser_reply;
 
-write_through_inner!(HeadDeadline);
+write_with_parser_reply!(HeadDeadline);
 
 #[async_trait]
 impl Shutdown for HeadDeadline {

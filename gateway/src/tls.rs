@@ -161,6 +161,7 @@ pub struct TlsStream {
     inner: tokio_rustls::server::TlsStream<HeadDeadline>,
     digest: Arc<SslDigest>,
     alpn: Option<ALPN>,
+    reply: crate::edge::ParserReply,
 }
 
 impl std::fmt::Debug for TlsStream {
@@ -202,10 +203,12 @@ impl TlsStream {
         if alpn == Some(ALPN::H2) {
             inner.get_mut().0.serve_forever();
         }
+        let reply = inner.get_ref().0.parser_reply();
         TlsStream {
             inner,
             digest,
             alpn,
+            reply,
         }
     }
 
@@ -241,7 +244,7 @@ impl AsyncRead for TlsStream {
     }
 }
 
-crate::edge::write_through_inner!(TlsStream);
+crate::edge::write_with_parser_reply!(TlsStream);
 
 #[async_trait::async_trait]
 impl Shutdown for TlsStream {

@@ -756,3 +756,63 @@ async fn connections_over_max_connections_wait_their_turn() {
     let replies = read_responses(&mut third, 1).await;
     assert_eq!(replies.first().map(|r| r.status), Some(200), "{replies:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unparsable_heads_get_the_json_400_and_an_access_line() {
+    let a = backend("A", "a1").await;
+    let routes = "[[routes]]\nname = \"public\"\npath_prefix = \"/\"\nservice = \"echo\"\nplacement = \"local\"\n";
+    let gw = GatewayProc::start_with(
+        &simple_config(&format!("A = [\"{}\"]", a.addr), routes),
+        &[("RUST_LOG", "info")],
+        &["--log-format", "json"],
+    )
+    .await;
+    // pingora's parser refuses these before any filter of the gateway runs.
+    let cases = [
+        (
+            "a header line without a colon",
+            "GET /x HTTP/1.1\r\nHost: gw.test\r\nno colon here\r\n\r\n",
+        ),
+        (
+            "a method with control bytes",
+            "G\x01T /x HTTP/1.1\r\nHost: gw.test\r\n\r\n",
+        ),
+        (
+            "a header with an empty name",
+            "GET /x HTTP/1.1\r\nHost: gw.test\r\n: v\r\n\r\n",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (what, req) in cases {
+        let (r, closed) = raw_then_closed(gw.listen, req).await;
+        assert_eq!(r.status, 400, "{what}: {r:?}\n{}", gw.stderr());
+        assert_eq!(r.json()["error"], "bad_request", "{what}: {r:?}");
+        let id = r.json()["request_id"].as_str().unwrap_or("").to_owned();
+        assert_eq!(id.len(), 32, "{what}: a real request id: {r:?}");
+        assert!(
+            r.head
+                .to_ascii_lowercase()
+                .contains(&format!("x-request-id: {id}")),
+            "{what}: {r:?}"
+        );
+        assert!(closed, "{what}: the connection is closed after the 400");
+        ids.push(id);
+    }
+    for id in &ids {
+        let line =
+            unitgate_tests::eventually("the 400's access line", Duration::from_secs(5), || async {
+                gw.stderr()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|v| v["request_id"] == id.as_str())
+            })
+            .await;
+        assert_eq!(line["target"], "access", "{line}");
+        assert_eq!(line["status"], 400, "{line}");
+        assert_eq!(line["client"], "127.0.0.1", "{line}");
+    }
+    assert_eq!(served(&a), 0, "nothing reached the backend");
+    // The gateway still serves, and a good keep-alive request is untouched.
+    let r = raw(gw.listen, &get("/after")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
