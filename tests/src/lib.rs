@@ -199,7 +199,13 @@ impl GatewayProc {
     async fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if tokio::net::TcpStream::connect(self.listen).await.is_ok() {
+            // The port must be ours: a free port handed to two gateways of
+            // parallel tests would otherwise send this test's requests to
+            // the other one (the loser of the bind exits, but its port
+            // still answers).
+            if tokio::net::TcpStream::connect(self.listen).await.is_ok()
+                && listens_on(self.pid(), self.listen.port())
+            {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -366,6 +372,29 @@ impl Drop for GatewayProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether process `pid` holds the listening socket on 127.0.0.1:`port`
+/// (the socket's inode in /proc/net/tcp among the process's descriptors).
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // local_address, st (0A = LISTEN), inode
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+    })
 }
 
 /// A `kB` field of /proc/<pid>/status.
