@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh --test
 # The integration tests run the binary, so build it first.
 cargo build -p unitgate
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"
