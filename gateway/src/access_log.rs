@@ -337,7 +337,9 @@ impl Out<'_> {
             self.buf.extend_from_slice(b"{\"timestamp\":\"");
         }
         self.buf.extend_from_slice(date);
-        let _ = write!(self.buf, ".{micros:06}Z");
+        self.buf.push(b'.');
+        self.digits(u64::from(micros), 6);
+        self.buf.push(b'Z');
         if self.json {
             self.buf.extend_from_slice(b"\",\"level\":\"INFO\"");
             self.first = false;
@@ -376,24 +378,50 @@ impl Out<'_> {
     }
 
     /// A bare value in text (`method=GET`), a string in JSON.
-    fn bare(&mut self, k: &str, v: std::fmt::Arguments<'_>) {
+    fn bare(&mut self, k: &str, v: &[u8]) {
         self.key(k);
         if self.json {
             self.buf.push(b'"');
-            let _ = self.buf.write_fmt(v);
+            self.buf.extend_from_slice(v);
             self.buf.push(b'"');
         } else {
-            let _ = self.buf.write_fmt(v);
+            self.buf.extend_from_slice(v);
         }
     }
 
-    fn num(&mut self, k: &str, v: std::fmt::Arguments<'_>) {
+    fn uint(&mut self, k: &str, v: u64) {
         self.key(k);
-        let _ = self.buf.write_fmt(v);
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    fn bool(&mut self, k: &str, v: bool) {
+        self.key(k);
+        self.buf
+            .extend_from_slice(if v { b"true" } else { b"false" });
+    }
+
+    /// `v` as exactly `width` decimal digits (zero-padded, cut on the left).
+    fn digits(&mut self, mut v: u64, width: usize) {
+        let start = self.buf.len();
+        self.buf.resize(start + width, b'0');
+        for b in self.buf[start..].iter_mut().rev() {
+            *b = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
     }
 
     fn quoted(&mut self, v: &str) {
         self.buf.push(b'"');
+        // Nearly every value needs no escape: one scan, one copy.
+        if !v
+            .bytes()
+            .any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
+        {
+            self.buf.extend_from_slice(v.as_bytes());
+            self.buf.push(b'"');
+            return;
+        }
         for c in v.chars() {
             match c {
                 '"' => self.buf.extend_from_slice(b"\\\""),
@@ -418,50 +446,71 @@ impl Out<'_> {
         self.buf.push(b'"');
     }
 
-    fn fields(&mut self, l: &Line<'_>) {
-        let ms = l.duration.as_micros();
-        self.str("request_id", l.request_id);
-        self.bare("trace_id", format_args!("{:032x}", l.trace_id));
+    fn client(&mut self, ip: Option<IpAddr>) {
         self.key("client");
-        match l.client {
-            Some(ip) => {
-                self.buf.push(b'"');
-                let _ = write!(self.buf, "{ip}");
-                self.buf.push(b'"');
+        self.buf.push(b'"');
+        match ip {
+            Some(IpAddr::V4(v4)) => {
+                for (i, o) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.buf.push(b'.');
+                    }
+                    self.buf
+                        .extend_from_slice(itoa::Buffer::new().format(o).as_bytes());
+                }
             }
-            None => self.buf.extend_from_slice(b"\"\""),
+            Some(ip) => {
+                let _ = write!(self.buf, "{ip}");
+            }
+            None => {}
         }
-        self.bare("method", format_args!("{}", l.method));
+        self.buf.push(b'"');
+    }
+
+    /// Milliseconds with three decimals, from microseconds.
+    fn millis(&mut self, d: Duration) {
+        self.key("duration_ms");
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
+        self.buf.push(b'.');
+        self.digits(us % 1000, 3);
+    }
+
+    fn fields(&mut self, l: &Line<'_>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.str("request_id", l.request_id);
+        let mut trace = [0u8; 32];
+        for (i, b) in trace.iter_mut().enumerate() {
+            *b = HEX[((l.trace_id >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        self.bare("trace_id", &trace);
+        self.client(l.client);
+        self.bare("method", l.method.as_bytes());
         self.str("path", l.path);
         let Some(r) = &l.routed else {
-            self.num("status", format_args!("{}", l.status));
-            self.num(
-                "duration_ms",
-                format_args!("{}.{:03}", ms / 1000, ms % 1000),
-            );
+            self.uint("status", u64::from(l.status));
+            self.millis(l.duration);
             return;
         };
         self.str("route", r.route);
         self.str("service", r.service);
-        self.num("status", format_args!("{}", l.status));
-        self.num(
-            "duration_ms",
-            format_args!("{}.{:03}", ms / 1000, ms % 1000),
-        );
-        self.num("bytes_in", format_args!("{}", r.bytes_in));
-        self.num("bytes_out", format_args!("{}", r.bytes_out));
-        self.num("upgraded", format_args!("{}", r.upgraded));
+        self.uint("status", u64::from(l.status));
+        self.millis(l.duration);
+        self.uint("bytes_in", r.bytes_in as u64);
+        self.uint("bytes_out", r.bytes_out as u64);
+        self.bool("upgraded", r.upgraded);
         self.str("home_unit", r.home_unit);
         self.str("served_unit", r.served_unit);
         if let Some(slot) = r.slot {
-            self.num("slot", format_args!("{slot}"));
+            self.uint("slot", u64::from(slot));
         }
-        self.num("crossed", format_args!("{}", r.crossed));
-        self.num("attempts", format_args!("{}", r.attempts));
+        self.bool("crossed", r.crossed);
+        self.uint("attempts", u64::from(r.attempts));
         if let Some(d) = r.degraded {
             self.str("degraded", d);
         }
-        self.num("limited", format_args!("{}", r.limited));
+        self.bool("limited", r.limited);
         if let Some(e) = r.error {
             self.str("error", &e.to_string());
         }
@@ -510,6 +559,23 @@ mod tests {
                 error: Some(err),
             }),
         }
+    }
+
+    #[test]
+    fn numbers_are_padded_as_fmt_padded_them() {
+        let mut line = sample(&"");
+        line.trace_id = 0xab;
+        line.duration = Duration::from_micros(5);
+        line.client = Some("::1".parse().expect("ip"));
+        line.routed = None;
+        let text = render(false, &line);
+        assert!(
+            text.contains("trace_id=000000000000000000000000000000ab client=\"::1\""),
+            "{text}"
+        );
+        assert!(text.ends_with("status=200 duration_ms=0.005\n"), "{text}");
+        line.client = Some("10.200.3.45".parse().expect("ip"));
+        assert!(render(true, &line).contains("\"client\":\"10.200.3.45\""));
     }
 
     #[test]
