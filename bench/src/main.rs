@@ -48,6 +48,8 @@ enum Scenario {
     RedisKill(scenarios::redis_kill::RedisKillArgs),
     /// Slot migration on a 3-gateway etcd fleet under load: freeze window, errors, the invariant.
     Migration(scenarios::migration::MigrationArgs),
+    /// Soak: 10 minutes of mixed load with reloads, admin writes, instance and Redis kills; errors, RSS and fds.
+    Soak(scenarios::soak::SoakArgs),
     /// Config reloads under load with 10 000 routes: reload durations, latency impact.
     Reload(scenarios::reload::ReloadArgs),
     /// Full chain: JWT + sharded placement with a routing cookie + a local
@@ -90,6 +92,10 @@ fn main() -> ExitCode {
             .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "migration.md")),
         Scenario::Reload(args) => scenarios::reload::run(args)
             .and_then(|s| scenarios::timeline::emit(&s, &args.common.out, "reload.md")),
+        Scenario::Soak(args) => scenarios::soak::run(args).and_then(|s| {
+            scenarios::timeline::emit(&s, &args.common.out, "soak.md")?;
+            scenarios::soak::verdict(&s)
+        }),
         Scenario::FullChain(c) => scenarios::full_chain::section(c).map(drop),
         Scenario::GlobalLimit(c) => scenarios::global_limit::section(c).map(drop),
         Scenario::Routes(c) => scenarios::routes::section(c).map(drop),

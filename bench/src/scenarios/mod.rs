@@ -15,6 +15,7 @@ pub mod reload;
 pub mod results;
 pub mod routes;
 pub mod slow_instance;
+pub mod soak;
 pub mod timeline;
 pub mod tls;
 

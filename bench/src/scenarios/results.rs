@@ -24,7 +24,7 @@ use crate::report::Machine;
 use crate::scenarios::common::Common;
 use crate::scenarios::{
     callgrind, failover, full_chain, global_limit, idle_conns, migration, plain, redis_kill,
-    reload, routes, tls,
+    reload, routes, soak, tls,
 };
 use crate::section::Section;
 use crate::tools;
@@ -49,6 +49,7 @@ pub const SCENARIOS: &[(&str, ScenarioFn)] = &[
     ("failover", failover_section),
     ("redis-kill", redis_kill_section),
     ("migration", migration_section),
+    ("soak", soak_section),
 ];
 
 /// A timeline scenario's own options at their defaults, with the binary and
@@ -85,6 +86,10 @@ fn redis_kill_section(c: &Common) -> Result<Section> {
 
 fn migration_section(c: &Common) -> Result<Section> {
     migration::run(&timeline_args(c)?)
+}
+
+fn soak_section(c: &Common) -> Result<Section> {
+    soak::run(&timeline_args(c)?)
 }
 
 fn reload_section(c: &Common) -> Result<Section> {
