@@ -816,3 +816,49 @@ async fn unparsable_heads_get_the_json_400_and_an_access_line() {
     let r = raw(gw.listen, &get("/after")).await;
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_mid_request_is_not_an_error() {
+    let (gw, backend) = start_local("").await;
+    backend.set_delay(Duration::from_millis(800));
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(gw.listen)
+            .await
+            .expect("connect");
+        s.write_all(get("/slow").replace("Connection: close\r\n", "").as_bytes())
+            .await
+            .expect("write");
+        // The request is at the backend; the client gives up and leaves.
+        unitgate_tests::eventually(
+            "the request reached the backend",
+            Duration::from_secs(5),
+            || async { (served(&backend) > 0).then_some(()) },
+        )
+        .await;
+        drop(s);
+    }
+    // pingora notices each close while waiting for the response, and the
+    // request is counted with no response written (code 0).
+    unitgate_tests::eventually(
+        "the abandoned requests are logged",
+        Duration::from_secs(5),
+        || async {
+            let m = gw.metrics().await;
+            let abandoned: f64 = m
+                .lines()
+                .filter(|l| l.starts_with("unitgate_requests_total{") && l.contains("code=\"0\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            (abandoned >= 3.0).then_some(())
+        },
+    )
+    .await;
+    backend.set_delay(Duration::ZERO);
+    let r = raw(gw.listen, &get("/after")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let log = gw.stderr();
+    assert!(
+        !log.lines().any(|l| l.contains("ERROR")),
+        "a client leaving is not an ERROR:\n{log}"
+    );
+}

@@ -496,6 +496,22 @@ impl ProxyHttp for Gateway {
         matches!(context, ProxyWarnLogContext::UpstreamRetry)
     }
 
+    /// A client that went away mid-request (a closed tab, a load tool
+    /// stopping) is not a gateway error: nginx logs it at info. Its access
+    /// line still records it; only pingora's ERROR line is kept at debug.
+    /// Upstream failures and everything else stay at ERROR.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        let client_gone = error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            );
+        if client_gone {
+            tracing::debug!("client went away: {error}");
+        }
+        client_gone
+    }
+
     /// The request may have reached a backend: repeat it only when it is
     /// idempotent, nothing was sent to the client yet, the body can be
     /// replayed, and the route's retry budget allows.
