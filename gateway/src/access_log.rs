@@ -478,13 +478,8 @@ impl Out<'_> {
     }
 
     fn fields(&mut self, l: &Line<'_>) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         self.str("request_id", l.request_id);
-        let mut trace = [0u8; 32];
-        for (i, b) in trace.iter_mut().enumerate() {
-            *b = HEX[((l.trace_id >> (124 - 4 * i)) & 0xf) as usize];
-        }
-        self.bare("trace_id", &trace);
+        self.bare("trace_id", &crate::proxy::forward::hex32(l.trace_id));
         self.client(l.client);
         self.bare("method", l.method.as_bytes());
         self.str("path", l.path);

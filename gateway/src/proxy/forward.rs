@@ -293,16 +293,20 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> &[u8] {
     &buf[..len]
 }
 
-/// A new random request id: 32 lowercase hex digits.
-pub fn new_request_id() -> HeaderValue {
+/// `n` as 32 lowercase hex digits (request and trace ids).
+pub fn hex32(mut n: u128) -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut n = fastrand::u128(..);
     let mut buf = [0u8; 32];
     for b in buf.iter_mut().rev() {
         *b = HEX[(n & 0xf) as usize];
         n >>= 4;
     }
-    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+    buf
+}
+
+/// A new random request id: 32 lowercase hex digits.
+pub fn new_request_id() -> HeaderValue {
+    HeaderValue::from_bytes(&hex32(fastrand::u128(..))).unwrap_or(HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
