@@ -45,8 +45,9 @@ const IDLE: u8 = 2;
 
 pub struct HeadDeadline {
     inner: Stream,
-    /// Over plain TCP, pingora's own 400s are rewritten here; under TLS
-    /// these writes are ciphertext and [`TlsStream`] rewrites instead.
+    /// pingora's own 400s are rewritten here over plain TCP; a TLS stream
+    /// takes it over ([`HeadDeadline::take_parser_reply`]), as the writes
+    /// here are then ciphertext.
     reply: ParserReply,
     timeout: Duration,
     phase: AtomicU8,
@@ -101,9 +102,9 @@ impl HeadDeadline {
         self.phase.load(Ordering::Relaxed) != SERVING
     }
 
-    /// The same rewriting, for a TLS stream over this one.
-    pub fn parser_reply(&self) -> ParserReply {
-        ParserReply::new(self.reply.peer)
+    /// Hands the rewriting to a TLS stream over this one.
+    pub fn take_parser_reply(&mut self) -> ParserReply {
+        std::mem::replace(&mut self.reply, ParserReply::off())
     }
 
     fn arm(&mut self) {
@@ -191,18 +192,32 @@ fn is_pingora_400(buf: &[u8]) -> bool {
 /// hands over are reported written, ours go to the client instead.
 pub struct ParserReply {
     peer: Option<std::net::IpAddr>,
+    state: Reply,
+}
+
+enum Reply {
+    /// Writes pass; a 400 while a head is read starts ours.
+    Watching,
     /// Our answer and how much of it is written.
-    pending: Option<(bytes::Bytes, usize)>,
+    Sending(bytes::Bytes, usize),
     /// Answered: the connection is closing; later writes are dropped.
-    done: bool,
+    Answered,
+    /// Another stream rewrites (TLS over this one): writes pass.
+    Off,
 }
 
 impl ParserReply {
     pub fn new(peer: Option<std::net::IpAddr>) -> Self {
         ParserReply {
             peer,
-            pending: None,
-            done: false,
+            state: Reply::Watching,
+        }
+    }
+
+    fn off() -> Self {
+        ParserReply {
+            peer: None,
+            state: Reply::Off,
         }
     }
 
@@ -231,7 +246,7 @@ impl ParserReply {
             duration: Duration::ZERO,
             routed: None,
         });
-        self.pending = Some((out.into(), 0));
+        self.state = Reply::Sending(out.into(), 0);
     }
 
     /// `poll_write` of `inner`, with pingora's parser 400 swapped for ours
@@ -243,16 +258,16 @@ impl ParserReply {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        if self.done {
-            return Poll::Ready(Ok(buf.len()));
-        }
-        if self.pending.is_none() {
-            if !(reading_head && is_pingora_400(buf)) {
-                return inner.poll_write(cx, buf);
+        match &mut self.state {
+            Reply::Off => return inner.poll_write(cx, buf),
+            Reply::Answered => return Poll::Ready(Ok(buf.len())),
+            Reply::Watching if !(reading_head && is_pingora_400(buf)) => {
+                return inner.poll_write(cx, buf)
             }
-            self.start();
+            Reply::Watching => self.start(),
+            Reply::Sending(..) => {}
         }
-        if let Some((out, pos)) = &mut self.pending {
+        if let Reply::Sending(out, pos) = &mut self.state {
             while *pos < out.len() {
                 match inner.as_mut().poll_write(cx, &out[*pos..]) {
                     Poll::Ready(Ok(0)) => {
@@ -263,8 +278,7 @@ impl ParserReply {
                 }
             }
         }
-        self.pending = None;
-        self.done = true;
+        self.state = Reply::Answered;
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -276,8 +290,10 @@ impl ParserReply {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        if !reading_head && self.pending.is_none() && !self.done {
-            return inner.poll_write_vectored(cx, bufs);
+        match self.state {
+            Reply::Off => return inner.poll_write_vectored(cx, bufs),
+            Reply::Watching if !reading_head => return inner.poll_write_vectored(cx, bufs),
+            _ => {}
         }
         let first = bufs
             .iter()
@@ -287,8 +303,9 @@ impl ParserReply {
     }
 }
 
-/// `AsyncWrite` for a wrapper stream with a [`ParserReply`]: `$head` gives
-/// the [`HeadDeadline`] whose phase says whether a head is being read.
+/// `AsyncWrite` for a wrapper stream with a [`ParserReply`] in `reply`:
+/// its `head()` is the [`HeadDeadline`] whose phase says whether a head is
+/// being read.
 macro_rules! write_with_parser_reply {
     ($t:ty) => {
         impl tokio::io::AsyncWrite for $t {

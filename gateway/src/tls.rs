@@ -203,7 +203,7 @@ impl TlsStream {
         if alpn == Some(ALPN::H2) {
             inner.get_mut().0.serve_forever();
         }
-        let reply = inner.get_ref().0.parser_reply();
+        let reply = inner.get_mut().0.take_parser_reply();
         TlsStream {
             inner,
             digest,

@@ -975,3 +975,39 @@ service = "echo"
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unparsable_head_over_tls_gets_the_json_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a1, b1) = (backend("A", "a1").await, backend("B", "b1").await);
+    let cert = edge::self_signed(&["localhost"]);
+    let tls = tls_section("", &[("c", "")]);
+    let gw = start_tls(
+        &config(a1.addr, b1.addr, "", ROOT, &tls),
+        &[("c", &cert)],
+        &[],
+    )
+    .await;
+    let trust = [cert.cert.as_str()];
+    let opts = ClientTls {
+        trust: &trust,
+        alpn: &[b"http/1.1"],
+        ..ClientTls::default()
+    };
+    let mut s = edge::connect_tls(gw.listen_tls, "localhost", &opts)
+        .await
+        .expect("tls");
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection is closed after the 400");
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.starts_with("HTTP/1.1 400 "), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert_eq!(v["error"], "bad_request", "{text}");
+    assert_eq!(v["request_id"].as_str().map(str::len), Some(32), "{text}");
+}
