@@ -622,13 +622,13 @@ impl ProxyHttp for Gateway {
                 let splits = snap.routes[rc.id].splits.as_ref()?;
                 Some(splits.choices.get(usize::from(rc.split))?.header.clone())
             });
-        upstream.insert_header(trace::TRACEPARENT, ctx.trace.header())?;
         forward::apply(
             upstream,
             forward::Added {
                 client_ip: ctx.client_ip,
                 tls: ctx.tls,
                 request_id: ctx.request_id.clone(),
+                traceparent: ctx.trace.header(),
                 unit,
                 split,
             },

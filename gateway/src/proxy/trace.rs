@@ -69,8 +69,13 @@ impl Trace {
     /// `traceparent` for the upstream hop: this trace, this gateway's span
     /// as the parent.
     pub fn header(&self) -> HeaderValue {
-        let text = format!("00-{:032x}-{:016x}-{:02x}", self.id, self.span, self.flags);
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+        use crate::proxy::forward::hex_into;
+        let mut b = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(self.id, &mut b[3..35]);
+        hex_into(u128::from(self.span), &mut b[36..52]);
+        hex_into(u128::from(self.flags), &mut b[53..55]);
+        // Hex digits and dashes: always a valid value.
+        HeaderValue::from_bytes(&b).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 
@@ -143,6 +148,30 @@ mod tests {
         );
         assert_ne!(&h[36..52], "00f067aa0ba902b7", "a new parent id");
         assert_eq!(parse(h.as_bytes()), Some((id, t.span, 1)));
+    }
+
+    #[test]
+    fn the_header_is_zero_padded_lowercase_hex() {
+        let t = Trace {
+            id: 0xab,
+            flags: 1,
+            parent: 0,
+            span: 0xc,
+        };
+        assert_eq!(
+            t.header(),
+            "00-000000000000000000000000000000ab-000000000000000c-01"
+        );
+        let t = Trace {
+            id: u128::MAX,
+            flags: 0,
+            parent: 0,
+            span: u64::MAX,
+        };
+        assert_eq!(
+            t.header(),
+            "00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-00"
+        );
     }
 
     #[test]
