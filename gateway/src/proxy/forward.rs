@@ -5,8 +5,8 @@
 //! maps (values, and names in their original case), each grown step by step
 //! from the size of the client's request. With the ten headers a request
 //! carries upstream, that was the largest cost unitgate added to a request.
-//! Here the upstream header map is rebuilt once with room for them, without
-//! the case map (header names are case-insensitive; pingora writes standard
+//! Here the upstream header map is taken out of pingora's header, grown once
+//! to make room for them, and put back without the case map (header names are case-insensitive; pingora writes standard
 //! names title-cased and the rest lowercase, as Envoy does), names are
 //! constants and values are made per snapshot. What is left per request is
 //! hashing and one small copy for `x-forwarded-for` and a new request id.
@@ -32,7 +32,7 @@ pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset
 pub const X_UNIT_CROSSED_FROM: HeaderName = HeaderName::from_static("x-unit-crossed-from");
 
 /// Headers this module may add: room reserved in the rebuilt map.
-const ADDED: usize = 11;
+const ADDED: usize = 12;
 
 /// Slot counts up to this get a table of ready header values.
 const SLOT_TABLE_MAX: u32 = 1 << 16;
@@ -91,6 +91,8 @@ pub struct Added {
     /// The client came over TLS.
     pub tls: bool,
     pub request_id: HeaderValue,
+    /// `traceparent` for the hop to the backend.
+    pub traceparent: HeaderValue,
     /// `x-unit-*`: (home, slot, epoch, served, hops, crossed-from).
     pub unit: Option<UnitHeaders>,
     /// `x-unit-split`: the split service chosen (gray release), if one was.
@@ -131,6 +133,7 @@ pub fn apply(upstream: &mut RequestHeader, added: Added) -> Result<()> {
         (X_UNIT_HOPS, None),
         (X_UNIT_CROSSED_FROM, None),
         (crate::split::X_UNIT_SPLIT, added.split),
+        (super::trace::TRACEPARENT, Some(added.traceparent)),
     ];
     if let Some(u) = added.unit {
         set[4].1 = Some(u.home);
@@ -166,30 +169,20 @@ fn target_is_uri(req: &RequestHeader) -> bool {
 fn rebuild(upstream: &mut RequestHeader, set: [(HeaderName, Option<HeaderValue>); ADDED]) {
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts: http::request::Parts = std::mem::replace(upstream, placeholder).into();
-    let mut headers = with_room(std::mem::take(&mut parts.headers), ADDED);
+    make_room(&mut parts.headers, ADDED);
     for (name, value) in set {
         if let Some(value) = value {
-            headers.insert(name, value);
+            parts.headers.insert(name, value);
         }
     }
-    parts.headers = headers;
     *upstream = RequestHeader::from(parts);
 }
 
-/// The headers of `old` in a map with room for `extra` more.
-fn with_room(old: HeaderMap, extra: usize) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(old.len() + extra);
-    let mut last: Option<HeaderName> = None;
-    for (name, value) in old {
-        // `into_iter` names a header once, then `None` for its further values.
-        if name.is_some() {
-            last = name;
-        }
-        if let Some(name) = &last {
-            headers.append(name.clone(), value);
-        }
-    }
-    headers
+/// Room for `extra` more headers, grown once: the map keeps each entry's
+/// hash, so growing re-places indices without hashing or copying a name
+/// again. At the map's size limit it is left to grow as it goes.
+fn make_room(headers: &mut HeaderMap, extra: usize) {
+    let _ = headers.try_reserve(extra);
 }
 
 /// Headers the gateway may add to a response from upstream.
@@ -206,9 +199,8 @@ pub fn edit_response(resp: &mut ResponseHeader, add: impl FnOnce(&mut HeaderMap)
         .map(str::to_owned);
     let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts: http::response::Parts = std::mem::replace(resp, placeholder).into();
-    let mut headers = with_room(std::mem::take(&mut parts.headers), RESPONSE_ADDED);
-    add(&mut headers);
-    parts.headers = headers;
+    make_room(&mut parts.headers, RESPONSE_ADDED);
+    add(&mut parts.headers);
     *resp = ResponseHeader::from(parts);
     if reason.is_some() {
         // Cannot fail: pingora does not validate the phrase.
@@ -294,14 +286,19 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> &[u8] {
 }
 
 /// `n` as 32 lowercase hex digits (request and trace ids).
-pub fn hex32(mut n: u128) -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+pub fn hex32(n: u128) -> [u8; 32] {
     let mut buf = [0u8; 32];
-    for b in buf.iter_mut().rev() {
+    hex_into(n, &mut buf);
+    buf
+}
+
+/// The low `out.len()` hex digits of `n`, lowercase, zero-padded, into `out`.
+pub fn hex_into(mut n: u128, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
         *b = HEX[(n & 0xf) as usize];
         n >>= 4;
     }
-    buf
 }
 
 /// A new random request id: 32 lowercase hex digits.
@@ -326,6 +323,9 @@ mod tests {
             client_ip: Some(ip.parse().expect("valid ip")),
             tls: false,
             request_id: HeaderValue::from_static("rid-1"),
+            traceparent: HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
             unit: unit.then(|| UnitHeaders {
                 home: HeaderValue::from_static("A"),
                 slot: HeaderValue::from_static("42"),
@@ -355,6 +355,10 @@ mod tests {
                 ("X-Multi", "1"),
                 ("x-multi", "2"),
                 ("X-Forwarded-Proto", "https"),
+                (
+                    "Traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01",
+                ),
             ],
         );
         assert!(target_is_uri(&r));
@@ -372,6 +376,12 @@ mod tests {
         assert_eq!(h["x-unit-hops"], "1");
         assert_eq!(h["x-unit-crossed-from"], "A");
         assert_eq!(h["x-unit-split"], "orders-v2");
+        let trace: Vec<_> = h.get_all("traceparent").iter().collect();
+        assert_eq!(
+            trace,
+            ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+            "the client's traceparent is replaced by the gateway's hop"
+        );
         assert_eq!(h["accept"], "*/*");
         let multi: Vec<_> = h.get_all("x-multi").iter().collect();
         assert_eq!(multi, ["1", "2"], "repeated headers keep their order");
