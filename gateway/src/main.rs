@@ -8,7 +8,7 @@ use std::process::ExitCode;
 // The allocator is a measured choice: see "Allocator" in bench/README.md.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: unitgate_alloc::MiMalloc = unitgate_alloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(

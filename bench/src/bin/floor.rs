@@ -26,7 +26,7 @@ use std::time::Duration;
 mod shared;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: unitgate_alloc::MiMalloc = unitgate_alloc::MiMalloc;
 
 struct Floor {
     upstream: SocketAddr,

@@ -35,7 +35,7 @@ use std::sync::Arc;
 mod shared;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: unitgate_alloc::MiMalloc = unitgate_alloc::MiMalloc;
 
 /// Idle upstream connections kept per worker thread (pingora's pool keeps
 /// 128 per thread by default).
