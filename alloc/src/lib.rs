@@ -34,7 +34,7 @@ pub struct MiMalloc;
 /// up to 16-aligned passes (its size is a multiple of its alignment).
 #[inline]
 fn plain(align: usize, size: usize) -> bool {
-    align <= MIN_ALIGN && align <= size && size % align == 0
+    align <= MIN_ALIGN && align <= size && size.is_multiple_of(align)
 }
 
 // SAFETY (for every method): the pointers come from and go back to mimalloc;
