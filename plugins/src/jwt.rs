@@ -162,18 +162,29 @@ impl Verifier {
         let key = self.keys.select(kid, alg)?;
 
         let payload = b64(payload_b64)?;
-        b64(signature_b64)?;
+        let signature = b64(signature_b64)?;
         let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
-        // jsonwebtoken's verifiers also refuse a key of another family than
-        // `alg` (an `Err` here), on top of `select`'s check.
-        match jsonwebtoken::crypto::verify(
-            signature_b64,
-            signed.as_bytes(),
-            &key.decoding,
-            jwt_algorithm(alg),
-        ) {
-            Ok(true) => {}
-            Ok(false) | Err(_) => return Err(JwtError::BadSignature),
+        // An HMAC secret verifies with its states keyed at load; other keys
+        // through jsonwebtoken, whose verifiers also refuse a key of another
+        // family than `alg` (an `Err` here), on top of `select`'s check.
+        let valid = match key
+            .hmac
+            .as_ref()
+            .and_then(|h| h.verify(alg, signed.as_bytes(), &signature))
+        {
+            Some(valid) => valid,
+            None => matches!(
+                jsonwebtoken::crypto::verify(
+                    signature_b64,
+                    signed.as_bytes(),
+                    &key.decoding,
+                    jwt_algorithm(alg),
+                ),
+                Ok(true)
+            ),
+        };
+        if !valid {
+            return Err(JwtError::BadSignature);
         }
 
         let claims: Map<String, Value> =
@@ -242,13 +253,20 @@ impl Verifier {
 /// The bearer token of an `Authorization` header value (`Bearer <token>`, the
 /// scheme case-insensitive), if any.
 pub fn bearer_token(header_value: &str) -> Option<&str> {
-    let value = header_value.trim_matches([' ', '\t']);
-    let (scheme, rest) = value.split_once([' ', '\t'])?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    // Byte scans: spaces and tabs are ASCII, so every cut is at a char
+    // boundary (a char pattern would decode the whole token as UTF-8).
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let bytes = header_value.as_bytes();
+    let start = bytes.iter().position(|b| !blank(b))?;
+    let end = bytes.iter().rposition(|b| !blank(b))? + 1;
+    let value = &header_value[start..end];
+    let space = value.as_bytes().iter().position(blank)?;
+    if !value[..space].eq_ignore_ascii_case("bearer") {
         return None;
     }
-    let token = rest.trim_start_matches([' ', '\t']);
-    if token.is_empty() || token.contains([' ', '\t']) {
+    let rest = &value[space..];
+    let token = &rest[rest.as_bytes().iter().position(|b| !blank(b))?..];
+    if token.as_bytes().iter().any(blank) {
         return None;
     }
     Some(token)

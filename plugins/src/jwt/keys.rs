@@ -4,11 +4,13 @@
 //! or verify with the wrong curve.
 
 use super::{jwt_algorithm, JwtError};
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPublicKey};
 use serde_json::{Map, Value};
+use sha2::{Sha256, Sha384, Sha512};
 use unitgate_config::{JwtAlgorithm, JwtKey};
 
 /// Weaker RSA keys are refused at load.
@@ -54,6 +56,54 @@ pub(super) struct Key {
     /// A JWK's `alg`: the key then verifies that algorithm only.
     pub(super) alg: Option<JwtAlgorithm>,
     pub(super) decoding: DecodingKey,
+    /// An HMAC secret's keyed states, hashed once at load: a request clones
+    /// one instead of hashing the key's padded blocks again.
+    pub(super) hmac: Option<Box<HmacKeys>>,
+}
+
+/// HMAC-SHA-256/384/512 states keyed with one secret.
+pub(super) struct HmacKeys {
+    sha256: Hmac<Sha256>,
+    sha384: Hmac<Sha384>,
+    sha512: Hmac<Sha512>,
+}
+
+impl std::fmt::Debug for HmacKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKeys(..)")
+    }
+}
+
+impl HmacKeys {
+    fn new(secret: &[u8]) -> HmacKeys {
+        // HMAC takes a key of any length (longer ones are hashed first).
+        HmacKeys {
+            sha256: Hmac::new_from_slice(secret).expect("HMAC accepts any key length"),
+            sha384: Hmac::new_from_slice(secret).expect("HMAC accepts any key length"),
+            sha512: Hmac::new_from_slice(secret).expect("HMAC accepts any key length"),
+        }
+    }
+
+    /// Whether `signature` is the MAC of `signed` for an `HS*` algorithm, in
+    /// constant time; `None` for other algorithms.
+    pub(super) fn verify(
+        &self,
+        alg: JwtAlgorithm,
+        signed: &[u8],
+        signature: &[u8],
+    ) -> Option<bool> {
+        fn check<M: Mac + Clone>(mac: &M, signed: &[u8], signature: &[u8]) -> bool {
+            let mut mac = mac.clone();
+            mac.update(signed);
+            mac.verify_slice(signature).is_ok()
+        }
+        Some(match alg {
+            JwtAlgorithm::HS256 => check(&self.sha256, signed, signature),
+            JwtAlgorithm::HS384 => check(&self.sha384, signed, signature),
+            JwtAlgorithm::HS512 => check(&self.sha512, signed, signature),
+            _ => return None,
+        })
+    }
 }
 
 impl Key {
@@ -78,6 +128,7 @@ impl Keys {
                 kind: KeyKind::Hmac,
                 alg: None,
                 decoding: DecodingKey::from_secret(secret),
+                hmac: Some(Box::new(HmacKeys::new(secret))),
             }),
             JwtKey::PublicKeyPem(pem) => {
                 Keys::One(pem_key(pem).map_err(|e| format!("public_key_file: {e}"))?)
@@ -150,6 +201,7 @@ fn pem_key(pem: &[u8]) -> Result<Key, String> {
         kind,
         alg: None,
         decoding,
+        hmac: None,
     };
     if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
         check_rsa(&k)?;
@@ -315,5 +367,6 @@ fn jwk_key(jwk: &Map<String, Value>) -> Result<Option<Key>, String> {
         kind,
         alg,
         decoding,
+        hmac: None,
     }))
 }

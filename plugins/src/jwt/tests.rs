@@ -94,6 +94,67 @@ fn hmac_tokens_verify() {
     }
 }
 
+/// The keyed HMAC states built at load agree with jsonwebtoken's signer for
+/// secrets shorter and longer than a hash block, and refuse a signature that
+/// is truncated, extended, of another HS length, or not base64url.
+#[test]
+fn hmac_states_keyed_at_load_match_the_signer() {
+    let long = vec![0xa5u8; 300];
+    for secret in [b"k".as_slice(), SECRET, long.as_slice()] {
+        for (alg, ours) in [
+            (Algorithm::HS256, JwtAlgorithm::HS256),
+            (Algorithm::HS384, JwtAlgorithm::HS384),
+            (Algorithm::HS512, JwtAlgorithm::HS512),
+        ] {
+            let all = [
+                JwtAlgorithm::HS256,
+                JwtAlgorithm::HS384,
+                JwtAlgorithm::HS512,
+            ];
+            let v = verifier(&all, JwtKey::Secret(secret.to_vec()));
+            let token = sign(alg, &EncodingKey::from_secret(secret), None, &claims());
+            assert!(
+                v.verify(&token, NOW).is_ok(),
+                "{alg:?}, {} bytes",
+                secret.len()
+            );
+            // Only the configured algorithm verifies.
+            let only = verifier(&[ours], JwtKey::Secret(secret.to_vec()));
+            assert!(only.verify(&token, NOW).is_ok());
+
+            let (unsigned, sig) = token.rsplit_once('.').expect("three parts");
+            let raw = URL_SAFE_NO_PAD.decode(sig).expect("base64url");
+            let truncated = format!("{unsigned}.{}", b64e(&raw[..raw.len() - 1]));
+            let mut longer = raw.clone();
+            longer.push(0);
+            let extended = format!("{unsigned}.{}", b64e(&longer));
+            let mut flipped = raw.clone();
+            flipped[0] ^= 1;
+            let flipped = format!("{unsigned}.{}", b64e(&flipped));
+            for bad in [truncated, extended, flipped] {
+                assert_eq!(v.verify(&bad, NOW), Err(JwtError::BadSignature), "{alg:?}");
+            }
+            assert_eq!(
+                v.verify(&format!("{unsigned}.{sig}!"), NOW),
+                Err(JwtError::Malformed)
+            );
+        }
+    }
+    // An HS256 signature under a header that says HS512 is refused.
+    let v = verifier(
+        &[JwtAlgorithm::HS256, JwtAlgorithm::HS512],
+        JwtKey::Secret(SECRET.to_vec()),
+    );
+    let hs256 = hs(&claims());
+    let (_, sig) = hs256.rsplit_once('.').expect("three parts");
+    let header = b64e(br#"{"alg":"HS512","typ":"JWT"}"#);
+    let payload = hs256.split('.').nth(1).expect("payload");
+    assert_eq!(
+        v.verify(&format!("{header}.{payload}.{sig}"), NOW),
+        Err(JwtError::BadSignature)
+    );
+}
+
 #[test]
 fn rsa_tokens_verify_with_spki_and_pkcs1_pem() {
     for public in [RSA_PUBLIC, RSA_PUBLIC_PKCS1] {

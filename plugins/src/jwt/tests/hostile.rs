@@ -182,7 +182,7 @@ fn forwarded_claims_become_headers() {
 
 #[test]
 fn bearer_token_parsing() {
-    let cases: [(&str, Option<&str>); 16] = [
+    let cases: [(&str, Option<&str>); 20] = [
         ("Bearer abc.def.ghi", Some("abc.def.ghi")),
         ("bearer abc", Some("abc")),
         ("BEARER abc", Some("abc")),
@@ -199,6 +199,10 @@ fn bearer_token_parsing() {
         ("abc", None),
         ("", None),
         ("Bearer: abc", None),
+        ("\tBearer\t\tabc\t", Some("abc")),
+        ("Bearer a\tb", None),
+        ("Bearer é.ü", Some("é.ü")),
+        ("Bäarer abc", None),
     ];
     for (value, want) in cases {
         assert_eq!(bearer_token(value), want, "{value:?}");
