@@ -150,13 +150,14 @@ echo "# migrate slots 0-99 from A to B, confirmed by hand:"
 show "curl -s -X POST http://${admin[B]}/admin/v1/migrations $H -d '{\"slots\":[\"0-99\"],\"to\":\"B\",\"confirm\":\"manual\"}'"
 id=$(curl -s "http://${admin[A]}/admin/v1/migrations" -H "authorization: Bearer demo-token" | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
 state() { curl -s "http://${admin[A]}/admin/v1/migrations/$id" -H "authorization: Bearer demo-token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'; }
+st=""
 in_state() { st=$(state); [ "$st" = "$1" ]; }
-wait_for 30 in_state waiting_confirm || fail "migration $id did not reach waiting_confirm in 30 s (state: $(state))"
+wait_for 30 in_state waiting_confirm || fail "migration $id did not reach waiting_confirm in 30 s (state: ${st:-unknown})"
 echo "# frozen: writes of user 42 get 503 write_forbidden, reads pass:"
 show "curl -s -X POST http://${gw[A]}/orders -H 'x-user-id: 42'"
 show "curl -s -o /dev/null -w '%{http_code}\n' http://${gw[A]}/orders -H 'x-user-id: 42'"
 show "curl -s -X POST http://${admin[A]}/admin/v1/migrations/$id/confirm $H"
-wait_for 30 in_state done || fail "migration $id did not reach done in 30 s (state: $(state))"
+wait_for 30 in_state done || fail "migration $id did not reach done in 30 s (state: ${st:-unknown})"
 show "curl -s http://${admin[A]}/admin/v1/migrations/$id $H"
 echo "# user 42 now lives in unit B, on both gateways:"
 show "curl -s -D - -o /dev/null http://${gw[A]}/orders -H 'x-user-id: 42' | grep -i x-unit"

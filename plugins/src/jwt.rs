@@ -24,7 +24,7 @@ mod test_keys;
 #[cfg(test)]
 mod tests;
 
-use keys::Keys;
+use keys::{Keys, Material};
 
 /// Longer tokens are refused before any decoding (a header line this long is
 /// an attack or a mistake, not a credential).
@@ -164,20 +164,15 @@ impl Verifier {
         let payload = b64(payload_b64)?;
         let signature = b64(signature_b64)?;
         let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
-        // An HMAC secret verifies with its states keyed at load; other keys
-        // through jsonwebtoken, whose verifiers also refuse a key of another
-        // family than `alg` (an `Err` here), on top of `select`'s check.
-        let valid = match key
-            .hmac
-            .as_ref()
-            .and_then(|h| h.verify(alg, signed.as_bytes(), &signature))
-        {
-            Some(valid) => valid,
-            None => matches!(
+        let valid = match &key.material {
+            Material::Hmac(hmac) => hmac.verify(alg, signed.as_bytes(), &signature),
+            // jsonwebtoken's verifiers also refuse a key of another family
+            // than `alg` (an `Err` here), on top of `select`'s check.
+            Material::Public(decoding) => matches!(
                 jsonwebtoken::crypto::verify(
                     signature_b64,
                     signed.as_bytes(),
-                    &key.decoding,
+                    decoding,
                     jwt_algorithm(alg),
                 ),
                 Ok(true)
@@ -253,20 +248,14 @@ impl Verifier {
 /// The bearer token of an `Authorization` header value (`Bearer <token>`, the
 /// scheme case-insensitive), if any.
 pub fn bearer_token(header_value: &str) -> Option<&str> {
-    // Byte scans: spaces and tabs are ASCII, so every cut is at a char
-    // boundary (a char pattern would decode the whole token as UTF-8).
-    let blank = |b: &u8| *b == b' ' || *b == b'\t';
-    let bytes = header_value.as_bytes();
-    let start = bytes.iter().position(|b| !blank(b))?;
-    let end = bytes.iter().rposition(|b| !blank(b))? + 1;
-    let value = &header_value[start..end];
-    let space = value.as_bytes().iter().position(blank)?;
-    if !value[..space].eq_ignore_ascii_case("bearer") {
+    let value = header_value.trim_matches([' ', '\t']);
+    let (scheme, rest) = value.split_once([' ', '\t'])?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
-    let rest = &value[space..];
-    let token = &rest[rest.as_bytes().iter().position(|b| !blank(b))?..];
-    if token.as_bytes().iter().any(blank) {
+    let token = rest.trim_start_matches([' ', '\t']);
+    // A byte scan: a char pattern would decode the whole token as UTF-8.
+    if token.is_empty() || token.bytes().any(|b| b == b' ' || b == b'\t') {
         return None;
     }
     Some(token)

@@ -55,10 +55,17 @@ pub(super) struct Key {
     pub(super) kind: KeyKind,
     /// A JWK's `alg`: the key then verifies that algorithm only.
     pub(super) alg: Option<JwtAlgorithm>,
-    pub(super) decoding: DecodingKey,
+    pub(super) material: Material,
+}
+
+/// What a key verifies with.
+#[derive(Debug)]
+pub(super) enum Material {
     /// An HMAC secret's keyed states, hashed once at load: a request clones
     /// one instead of hashing the key's padded blocks again.
-    pub(super) hmac: Option<Box<HmacKeys>>,
+    Hmac(Box<HmacKeys>),
+    /// A public key, verified through jsonwebtoken.
+    Public(DecodingKey),
 }
 
 /// HMAC-SHA-256/384/512 states keyed with one secret.
@@ -84,25 +91,21 @@ impl HmacKeys {
         }
     }
 
-    /// Whether `signature` is the MAC of `signed` for an `HS*` algorithm, in
-    /// constant time; `None` for other algorithms.
-    pub(super) fn verify(
-        &self,
-        alg: JwtAlgorithm,
-        signed: &[u8],
-        signature: &[u8],
-    ) -> Option<bool> {
+    /// Whether `signature` is the MAC of `signed` under `alg`, compared in
+    /// constant time. `false` for an algorithm other than `HS*`, which
+    /// `Keys::select` never pairs with an HMAC key.
+    pub(super) fn verify(&self, alg: JwtAlgorithm, signed: &[u8], signature: &[u8]) -> bool {
         fn check<M: Mac + Clone>(mac: &M, signed: &[u8], signature: &[u8]) -> bool {
             let mut mac = mac.clone();
             mac.update(signed);
             mac.verify_slice(signature).is_ok()
         }
-        Some(match alg {
+        match alg {
             JwtAlgorithm::HS256 => check(&self.sha256, signed, signature),
             JwtAlgorithm::HS384 => check(&self.sha384, signed, signature),
             JwtAlgorithm::HS512 => check(&self.sha512, signed, signature),
-            _ => return None,
-        })
+            _ => false,
+        }
     }
 }
 
@@ -127,8 +130,7 @@ impl Keys {
                 kid: None,
                 kind: KeyKind::Hmac,
                 alg: None,
-                decoding: DecodingKey::from_secret(secret),
-                hmac: Some(Box::new(HmacKeys::new(secret))),
+                material: Material::Hmac(Box::new(HmacKeys::new(secret))),
             }),
             JwtKey::PublicKeyPem(pem) => {
                 Keys::One(pem_key(pem).map_err(|e| format!("public_key_file: {e}"))?)
@@ -200,8 +202,7 @@ fn pem_key(pem: &[u8]) -> Result<Key, String> {
         kid: None,
         kind,
         alg: None,
-        decoding,
-        hmac: None,
+        material: Material::Public(decoding),
     };
     if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
         check_rsa(&k)?;
@@ -366,7 +367,6 @@ fn jwk_key(jwk: &Map<String, Value>) -> Result<Option<Key>, String> {
         kid: None,
         kind,
         alg,
-        decoding,
-        hmac: None,
+        material: Material::Public(decoding),
     }))
 }

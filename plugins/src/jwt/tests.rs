@@ -118,7 +118,7 @@ fn hmac_states_keyed_at_load_match_the_signer() {
                 "{alg:?}, {} bytes",
                 secret.len()
             );
-            // Only the configured algorithm verifies.
+            // A verifier configured with this algorithm alone verifies it too.
             let only = verifier(&[ours], JwtKey::Secret(secret.to_vec()));
             assert!(only.verify(&token, NOW).is_ok());
 
