@@ -282,7 +282,6 @@ pub fn write(line: &Line<'_>) {
         let mut out = Out {
             buf: &mut shard.buf,
             json: l.format == Format::Json,
-            first: true,
         };
         out.begin(&shard.date, now.subsec_micros());
         out.fields(line);
@@ -328,7 +327,24 @@ fn civil(secs: u64) -> [u8; 19] {
 struct Out<'b> {
     buf: &'b mut Vec<u8>,
     json: bool,
-    first: bool,
+}
+
+/// A field's key with what goes before it, in both layouts: ` name=` and
+/// `,"name":` (every field follows the time, or in JSON the level, so each
+/// has its separator), one copy per field.
+#[derive(Clone, Copy)]
+struct Key {
+    text: &'static str,
+    json: &'static str,
+}
+
+macro_rules! key {
+    ($name:literal) => {
+        Key {
+            text: concat!(" ", $name, "="),
+            json: concat!(",\"", $name, "\":"),
+        }
+    };
 }
 
 impl Out<'_> {
@@ -342,7 +358,6 @@ impl Out<'_> {
         self.buf.push(b'Z');
         if self.json {
             self.buf.extend_from_slice(b"\",\"level\":\"INFO\"");
-            self.first = false;
         } else {
             self.buf.extend_from_slice(b"  INFO access:");
         }
@@ -356,29 +371,18 @@ impl Out<'_> {
         }
     }
 
-    fn key(&mut self, k: &str) {
-        if self.json {
-            if !self.first {
-                self.buf.push(b',');
-            }
-            self.buf.push(b'"');
-            self.buf.extend_from_slice(k.as_bytes());
-            self.buf.extend_from_slice(b"\":");
-        } else {
-            self.buf.push(b' ');
-            self.buf.extend_from_slice(k.as_bytes());
-            self.buf.push(b'=');
-        }
-        self.first = false;
+    fn key(&mut self, k: Key) {
+        let k = if self.json { k.json } else { k.text };
+        self.buf.extend_from_slice(k.as_bytes());
     }
 
-    fn str(&mut self, k: &str, v: &str) {
+    fn str(&mut self, k: Key, v: &str) {
         self.key(k);
         self.quoted(v);
     }
 
     /// A bare value in text (`method=GET`), a string in JSON.
-    fn bare(&mut self, k: &str, v: &[u8]) {
+    fn bare(&mut self, k: Key, v: &[u8]) {
         self.key(k);
         if self.json {
             self.buf.push(b'"');
@@ -389,13 +393,13 @@ impl Out<'_> {
         }
     }
 
-    fn uint(&mut self, k: &str, v: u64) {
+    fn uint(&mut self, k: Key, v: u64) {
         self.key(k);
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
 
-    fn bool(&mut self, k: &str, v: bool) {
+    fn bool(&mut self, k: Key, v: bool) {
         self.key(k);
         self.buf
             .extend_from_slice(if v { b"true" } else { b"false" });
@@ -447,7 +451,7 @@ impl Out<'_> {
     }
 
     fn client(&mut self, ip: Option<IpAddr>) {
-        self.key("client");
+        self.key(key!("client"));
         self.buf.push(b'"');
         match ip {
             Some(IpAddr::V4(v4)) => {
@@ -469,7 +473,7 @@ impl Out<'_> {
 
     /// Milliseconds with three decimals, from microseconds.
     fn millis(&mut self, d: Duration) {
-        self.key("duration_ms");
+        self.key(key!("duration_ms"));
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
@@ -478,36 +482,36 @@ impl Out<'_> {
     }
 
     fn fields(&mut self, l: &Line<'_>) {
-        self.str("request_id", l.request_id);
-        self.bare("trace_id", &crate::proxy::forward::hex32(l.trace_id));
+        self.str(key!("request_id"), l.request_id);
+        self.bare(key!("trace_id"), &crate::proxy::forward::hex32(l.trace_id));
         self.client(l.client);
-        self.bare("method", l.method.as_bytes());
-        self.str("path", l.path);
+        self.bare(key!("method"), l.method.as_bytes());
+        self.str(key!("path"), l.path);
         let Some(r) = &l.routed else {
-            self.uint("status", u64::from(l.status));
+            self.uint(key!("status"), u64::from(l.status));
             self.millis(l.duration);
             return;
         };
-        self.str("route", r.route);
-        self.str("service", r.service);
-        self.uint("status", u64::from(l.status));
+        self.str(key!("route"), r.route);
+        self.str(key!("service"), r.service);
+        self.uint(key!("status"), u64::from(l.status));
         self.millis(l.duration);
-        self.uint("bytes_in", r.bytes_in as u64);
-        self.uint("bytes_out", r.bytes_out as u64);
-        self.bool("upgraded", r.upgraded);
-        self.str("home_unit", r.home_unit);
-        self.str("served_unit", r.served_unit);
+        self.uint(key!("bytes_in"), r.bytes_in as u64);
+        self.uint(key!("bytes_out"), r.bytes_out as u64);
+        self.bool(key!("upgraded"), r.upgraded);
+        self.str(key!("home_unit"), r.home_unit);
+        self.str(key!("served_unit"), r.served_unit);
         if let Some(slot) = r.slot {
-            self.uint("slot", u64::from(slot));
+            self.uint(key!("slot"), u64::from(slot));
         }
-        self.bool("crossed", r.crossed);
-        self.uint("attempts", u64::from(r.attempts));
+        self.bool(key!("crossed"), r.crossed);
+        self.uint(key!("attempts"), u64::from(r.attempts));
         if let Some(d) = r.degraded {
-            self.str("degraded", d);
+            self.str(key!("degraded"), d);
         }
-        self.bool("limited", r.limited);
+        self.bool(key!("limited"), r.limited);
         if let Some(e) = r.error {
-            self.str("error", &e.to_string());
+            self.str(key!("error"), &e.to_string());
         }
     }
 }
@@ -521,7 +525,6 @@ mod tests {
         let mut out = Out {
             buf: &mut buf,
             json,
-            first: true,
         };
         out.begin(&civil(1_796_189_412), 32_388);
         out.fields(line);
