@@ -5,13 +5,15 @@
 //! names (JWT keys, fallback bodies), not on the files: editors that write a
 //! temp file and rename it over the original, and Kubernetes-style symlink
 //! swaps, replace the inode a file watch would follow. Only events naming one
-//! of those files count (a log file written beside the config does not), and
+//! of those files count (a log file written beside the config does not: its
+//! events are dropped on notify's thread and never wake the reload thread), and
 //! never access events (our own reads would re-trigger the watch forever).
 //! After the last event a quiet period passes, then the file must stop
 //! changing (a half-written file is not applied); then it is re-read once.
 //! Content already applied or already refused is a no-op.
 
 use crate::control::ControlPlane;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use notify::{EventKind, RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
@@ -65,11 +67,18 @@ impl BackgroundService for ReloadService {
 /// Starts the directory watch; the returned watcher must be kept alive.
 fn start_watcher(control: Arc<ControlPlane>) -> Option<Arc<Mutex<notify::RecommendedWatcher>>> {
     let path = absolute(control.config_path()?);
-    let (tx, rx) = mpsc::channel::<notify::Event>();
+    // Sent: whether the event names a referenced file. Events naming none of
+    // our files (a log written beside the config: every write is an event)
+    // are dropped on notify's thread, so they never wake ours.
+    let (tx, rx) = mpsc::channel::<bool>();
+    let interest = Arc::new(ArcSwap::from_pointee(Interest::default()));
+    let seen = interest.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(ev) = event {
             if !matches!(ev.kind, EventKind::Access(_)) {
-                let _ = tx.send(ev);
+                if let Some(referenced) = seen.load().touches(&ev) {
+                    let _ = tx.send(referenced);
+                }
             }
         }
     });
@@ -82,7 +91,10 @@ fn start_watcher(control: Arc<ControlPlane>) -> Option<Arc<Mutex<notify::Recomme
             return None;
         }
     };
-    let mut watched = Watched::default();
+    let mut watched = Watched {
+        interest,
+        dirs: Vec::new(),
+    };
     if let Err(e) = watched.update(&watcher, &path, control.referenced_files()) {
         tracing::error!("cannot watch {e}; reload with SIGHUP or the admin API");
         return None;
@@ -93,20 +105,15 @@ fn start_watcher(control: Arc<ControlPlane>) -> Option<Arc<Mutex<notify::Recomme
         .name("config-watch".into())
         .spawn(move || {
             // Ends when the watcher (the sender's owner) is dropped.
-            while let Ok(ev) = rx.recv() {
-                let Some(mut referenced) = watched.touches(&ev) else {
-                    continue;
-                };
-                // Quiet period: only events naming our files extend it.
+            while let Ok(mut referenced) = rx.recv() {
+                // Quiet period, extended by every event naming our files.
                 let mut quiet_until = Instant::now() + DEBOUNCE;
                 loop {
                     let left = quiet_until.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(left) {
-                        Ok(ev) => {
-                            if let Some(r) = watched.touches(&ev) {
-                                referenced |= r;
-                                quiet_until = Instant::now() + DEBOUNCE;
-                            }
+                        Ok(r) => {
+                            referenced |= r;
+                            quiet_until = Instant::now() + DEBOUNCE;
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => break,
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -164,46 +171,17 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// The files that count and the directories watched for them.
+/// The files whose events count.
 #[derive(Default)]
-struct Watched {
+struct Interest {
     config: PathBuf,
     /// The config file is a symlink (a Kubernetes ConfigMap): the swap
     /// renames a directory beside it, so every event in its directory counts.
     config_is_link: bool,
     referenced: Vec<PathBuf>,
-    dirs: Vec<PathBuf>,
 }
 
-impl Watched {
-    fn update(
-        &mut self,
-        watcher: &Mutex<notify::RecommendedWatcher>,
-        config: &Path,
-        referenced: Vec<PathBuf>,
-    ) -> Result<(), String> {
-        self.config = config.to_path_buf();
-        self.config_is_link = std::fs::symlink_metadata(config)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false);
-        self.referenced = referenced.iter().map(|p| absolute(p)).collect();
-        let mut w = watcher.lock().unwrap_or_else(|p| p.into_inner());
-        let mut first_error = None;
-        for file in std::iter::once(&self.config).chain(&self.referenced) {
-            let Some(dir) = file.parent() else { continue };
-            if self.dirs.iter().any(|d| d == dir) {
-                continue;
-            }
-            match w.watch(dir, RecursiveMode::NonRecursive) {
-                Ok(()) => self.dirs.push(dir.to_path_buf()),
-                Err(e) => {
-                    first_error.get_or_insert_with(|| format!("{}: {e}", dir.display()));
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
+impl Interest {
     /// `None` when the event names none of our files; else whether it names
     /// a referenced file (a rebuild even if the config did not change).
     fn touches(&self, ev: &notify::Event) -> Option<bool> {
@@ -216,5 +194,45 @@ impl Watched {
             }
         }
         hit
+    }
+}
+
+/// The files that count (read by notify's thread too) and the directories
+/// watched for them.
+struct Watched {
+    interest: Arc<ArcSwap<Interest>>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Watched {
+    fn update(
+        &mut self,
+        watcher: &Mutex<notify::RecommendedWatcher>,
+        config: &Path,
+        referenced: Vec<PathBuf>,
+    ) -> Result<(), String> {
+        let interest = Interest {
+            config: config.to_path_buf(),
+            config_is_link: std::fs::symlink_metadata(config)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false),
+            referenced: referenced.iter().map(|p| absolute(p)).collect(),
+        };
+        let mut w = watcher.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first_error = None;
+        for file in std::iter::once(&interest.config).chain(&interest.referenced) {
+            let Some(dir) = file.parent() else { continue };
+            if self.dirs.iter().any(|d| d == dir) {
+                continue;
+            }
+            match w.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => self.dirs.push(dir.to_path_buf()),
+                Err(e) => {
+                    first_error.get_or_insert_with(|| format!("{}: {e}", dir.display()));
+                }
+            }
+        }
+        self.interest.store(Arc::new(interest));
+        first_error.map_or(Ok(()), Err)
     }
 }
