@@ -196,12 +196,16 @@ fn script_calls(redis: &RedisProc) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_fast_global_limit_is_leased_in_batches_and_stays_accurate() {
+/// Three gateways share one global limit of `rate`/s (`fleet_size = 3`,
+/// leased): after the initial bucket is drained, `secs` s of overload must
+/// admit `rate × secs` within ±`tolerance`, with far fewer Redis calls than
+/// requests. Returns (admitted, Redis calls).
+async fn three_gateways_hold_a_leased_limit(rate: u32, secs: u64, tolerance: f64) -> (u64, u64) {
     let redis = RedisProc::start().await;
     let a = backend("A", "a1").await;
-    // 300/s over 3 gateways: each leases 10 tokens (100 ms of its share).
-    let limits = "[[routes.rate_limits]]\nkey = \"route\"\nrate = \"300/s\"\nscope = \"global\"\n";
+    let limits = format!(
+        "[[routes.rate_limits]]\nkey = \"route\"\nrate = \"{rate}/s\"\nscope = \"global\"\n"
+    );
     let section = format!(
         "[redis]\nurl = \"{}\"\ntimeout_ms = 50\non_failure = \"closed\"\nfleet_size = 3\n",
         redis.url()
@@ -209,7 +213,7 @@ async fn a_fast_global_limit_is_leased_in_batches_and_stays_accurate() {
     let mut gws = Vec::new();
     for _ in 0..3 {
         gws.push(Arc::new(
-            GatewayProc::start(&config(&a, limits, &section)).await,
+            GatewayProc::start(&config(&a, &limits, &section)).await,
         ));
     }
     for gw in &gws {
@@ -218,7 +222,7 @@ async fn a_fast_global_limit_is_leased_in_batches_and_stays_accurate() {
         })
         .await;
     }
-    // Drain the initial bucket (capacity 300): overload until refusals
+    // Drain the initial bucket (capacity `rate`): overload until refusals
     // dominate, so the measured window starts from an empty bucket.
     for _ in 0..5 {
         let (ok, limited, _, _) = hammer(&gws, 1, 8).await;
@@ -227,11 +231,10 @@ async fn a_fast_global_limit_is_leased_in_batches_and_stays_accurate() {
         }
     }
     let calls_before = script_calls(&redis);
-    let secs = 4;
     let (ok, limited, other, _) = hammer(&gws, secs, 8).await;
     let calls = script_calls(&redis) - calls_before;
-    let expected = 300.0 * secs as f64;
-    eprintln!("global limit 300/s, 3 gateways, {secs} s: admitted {ok} (expected {expected}), refused {limited}, {calls} Redis calls");
+    let expected = f64::from(rate) * secs as f64;
+    eprintln!("global limit {rate}/s, 3 gateways, {secs} s: admitted {ok} (expected {expected}), refused {limited}, {calls} Redis calls");
     assert_eq!(other, 0);
     assert!(
         limited > ok,
@@ -239,16 +242,34 @@ async fn a_fast_global_limit_is_leased_in_batches_and_stays_accurate() {
     );
     let ratio = ok as f64 / expected;
     assert!(
-        (0.85..=1.15).contains(&ratio),
-        "admitted {ok} for an expected {expected} ({ratio:.2})"
+        (1.0 - tolerance..=1.0 + tolerance).contains(&ratio),
+        "admitted {ok} for an expected {expected} ({ratio:.3}, allowed ±{tolerance})"
     );
-    // A call per batch of admissions (fewer calls than admissions), and
-    // refusals answered locally until a batch can exist again: Redis sees a
-    // small fraction of the requests (without leasing, one call each).
+    // Refusals are answered locally until a batch can exist again: Redis
+    // sees a small fraction of the requests (without leasing, one call each).
     assert!(
-        calls < ok && calls * 20 < ok + limited,
+        calls * 20 < ok + limited,
         "{calls} Redis calls for {ok} admitted and {limited} refused requests"
     );
+    (ok, calls)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fast_global_limit_is_leased_in_batches_and_stays_accurate() {
+    // 300/s over 3 gateways: each leases 10 tokens (100 ms of its share), so
+    // admissions take fewer calls than there are admissions.
+    let (ok, calls) = three_gateways_hold_a_leased_limit(300, 4, 0.15).await;
+    assert!(calls < ok, "{calls} Redis calls for {ok} admitted requests");
+}
+
+/// Performance round 2's accuracy bar for leasing: 3 gateways sharing
+/// 100/s admit 100/s ± 10 % over 10 s of overload. A gateway's share
+/// leases 3 tokens at a time and, refused, asks again once a batch can
+/// exist, so Redis calls come close to the admissions here (1 353 for 1 001
+/// when written); what leasing saves is a call per refused request.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_gateways_sharing_100_per_second_admit_it_within_10_percent() {
+    three_gateways_hold_a_leased_limit(100, 10, 0.10).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
