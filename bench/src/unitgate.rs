@@ -27,6 +27,9 @@ pub struct Unitgate {
     /// lines on stderr, which the bench sends to `unitgate.log` on disk);
     /// off: `RUST_LOG=warn`.
     pub access_log: bool,
+    /// With the access log on: `--log-format json` (one JSON object a line)
+    /// instead of the text layout.
+    pub json_log: bool,
     /// Pinned to the proxy CPU with taskset (when the run pins at all);
     /// `false`: the scheduler places its threads.
     pub pinned: bool,
@@ -39,6 +42,7 @@ impl Unitgate {
             bin,
             variant,
             access_log: false,
+            json_log: false,
             pinned: true,
         }
     }
@@ -47,6 +51,9 @@ impl Unitgate {
 /// The text every line of unitgate's access log contains (its text layout:
 /// `<time>  INFO access: k=v …`).
 pub const ACCESS_LINE: &str = " INFO access: ";
+
+/// The text every line of the JSON access log contains.
+pub const ACCESS_LINE_JSON: &str = "\"target\":\"access\"";
 
 /// Sets the log filter: the access log on (`RUST_LOG` removed, so the
 /// gateway's default `info,…` filter applies, as users run it) or off
@@ -211,6 +218,9 @@ impl Contender for Unitgate {
             let cpu = if self.pinned { ctx.cpu } else { None };
             let mut cmd = procs::pinned(cpu, &self.bin);
             log_env(&mut cmd, self.access_log);
+            if self.json_log {
+                cmd.args(["--log-format", "json"]);
+            }
             cmd.arg("run").arg("-c").arg(&conf_path);
             let command = procs::command_line(&cmd);
             let log = ctx.dir.join("unitgate.log");
@@ -219,7 +229,12 @@ impl Contender for Unitgate {
             procs::wait_http_ok(addr, &mut proc, ctx.start_timeout(START_TIMEOUT))?;
             let mut s = Started::new(self.name(), format!("http://{addr}/"));
             if self.access_log {
-                s.access_log = Some((log, ACCESS_LINE));
+                let line = if self.json_log {
+                    ACCESS_LINE_JSON
+                } else {
+                    ACCESS_LINE
+                };
+                s.access_log = Some((log, line));
             }
             s.measured = Some(proc.pid());
             s.commands.push(command);

@@ -318,6 +318,20 @@ fn measure(args: &CallgrindArgs) -> Result<Section> {
         }),
     ));
     plan.push((
+        "unitgate-log-json",
+        ug.clone(),
+        Box::new(|b| {
+            Box::new(Renamed {
+                name: "unitgate-log-json".into(),
+                inner: Unitgate {
+                    access_log: true,
+                    json_log: true,
+                    ..Unitgate::new(b, Variant::Local)
+                },
+            })
+        }),
+    ));
+    plan.push((
         "unitgate-full",
         ug.clone(),
         Box::new(|b| Box::new(unitgate_variants::full_chain(b))),
@@ -604,7 +618,7 @@ fn markdown(
         format!("each contender under `valgrind --tool=callgrind` (one worker thread, pinned to CPU {}), forwarding to the backend nginx over keep-alive; the bench's sequential client: {} requests on one keep-alive connection, counters zeroed (`vgdb zero`, as `callgrind_control -z`), {} requests, `vgdb dump`; then the same process idle for as long (at least 1 s) and dumped again", bench.pin.map_or("any".into(), |p| p.proxy.to_string()), args.warmup_requests, args.requests),
         "instructions/request = (Ir of the measured requests − idle Ir × run time ÷ idle time) ÷ requests: user space only (callgrind does not see the kernel: syscalls and TCP are not in these figures), every thread of the process; \"of which memcpy\": the self cost of libc's memcpy in the measured requests (`callgrind_annotate`), per request".into(),
         format!("{} round(s), each contender started fresh in each; medians below (callgrind counts are nearly deterministic: the rounds table shows the spread)", c.rounds),
-        "contenders: `floor` (bare pingora-proxy), `floor-rbuf0` (the floor with `--read-buffer 0`: no 64 KiB listener read buffer), `floor+timeouts` (the floor with the per-attempt connect/read/write timeouts and the h2c listener unitgate configures, `--timeouts --h2c`), `lean` (the lean forwarder prototype, no pingora-proxy), `unitgate` (plain, `RUST_LOG=warn`: no access log), `unitgate-log` (the access log on, to a file), `unitgate-full` (the full chain: JWT, sharded placement with a routing cookie, a local limit, metrics), `unitgate-full-split` (the full chain with a 10 % split); configs as in the plain and full-chain scenarios".into(),
+        "contenders: `floor` (bare pingora-proxy), `floor-rbuf0` (the floor with `--read-buffer 0`: no 64 KiB listener read buffer), `floor+timeouts` (the floor with the per-attempt connect/read/write timeouts and the h2c listener unitgate configures, `--timeouts --h2c`), `lean` (the lean forwarder prototype, no pingora-proxy), `unitgate` (plain, `RUST_LOG=warn`: no access log), `unitgate-log` (the access log on, to a file), `unitgate-log-json` (the same with `--log-format json`), `unitgate-full` (the full chain: JWT, sharded placement with a routing cookie, a local limit, metrics), `unitgate-full-split` (the full chain with a 10 % split); configs as in the plain and full-chain scenarios".into(),
         format!("load average (1/5/15 min) before: {}; after: {} (does not change instruction counts; only the run times)", bench.load_before, report::loadavg()),
     ] {
         let _ = writeln!(s, "- {line}");
@@ -685,6 +699,12 @@ fn markdown(
         (
             "access log on ÷ off (plain)",
             "unitgate-log",
+            "unitgate",
+            None,
+        ),
+        (
+            "JSON access log on ÷ off (plain, `--log-format json`)",
+            "unitgate-log-json",
             "unitgate",
             None,
         ),

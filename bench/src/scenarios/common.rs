@@ -386,6 +386,36 @@ pub fn cpu_of(rows: &[Row], name: &str) -> Result<f64> {
         .with_context(|| format!("no proxy CPU figure for {name}"))
 }
 
+/// `a ÷ b`, proxy CPU per request, round by round, and the median of those
+/// ratios: a note beside the ratio of the medians the targets use. The two
+/// ran one after the other within a round, so a drift of the machine
+/// between rounds hits both; the spread of the pairs is this run's noise.
+pub fn paired_note(samples: &[Sample], what: &str, a: &str, b: &str) -> Option<String> {
+    let cpu = |name: &str, round: usize| {
+        samples
+            .iter()
+            .find(|s| s.contender == name && s.round == round)
+            .and_then(|s| s.proxy_cpu_us)
+            .filter(|v| *v > 0.0)
+    };
+    let mut rounds: Vec<usize> = samples.iter().map(|s| s.round).collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    let pairs: Vec<f64> = rounds
+        .into_iter()
+        .filter_map(|r| Some(cpu(a, r)? / cpu(b, r)?))
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let each: Vec<String> = pairs.iter().map(|r| format!("{r:.3}")).collect();
+    Some(format!(
+        "{what}, round by round: {} (median of the rounds {:.3}; the targets use the ratio of the medians)",
+        each.join(", "),
+        scenarios::median(pairs)
+    ))
+}
+
 /// A target: `measured <= limit`.
 pub fn target(what: &str, measured: f64, limit: f64) -> Target {
     Target {
@@ -495,6 +525,43 @@ mod tests {
             demote(md),
             "- x\n\n### Medians\n\n```sh\n# a comment\n```\n"
         );
+    }
+
+    fn cpu(name: &str, round: usize, us: f64) -> Sample {
+        Sample {
+            contender: name.into(),
+            round,
+            wrk: crate::wrk::WrkReport {
+                requests: 100,
+                elapsed_secs: 1.0,
+                rps: 100.0,
+                p50: Duration::from_micros(500),
+                p99: Duration::from_millis(2),
+                non_2xx: 0,
+                socket_errors: 0,
+                load_cpu_us: None,
+            },
+            proxy_cpu_us: Some(us),
+            backend_cpu_us: 1.0,
+        }
+    }
+
+    #[test]
+    fn paired_ratios_are_taken_within_each_round() {
+        // Round 2 is slow for both: its pair is still 1.1.
+        let samples = [
+            cpu("a", 1, 11.0),
+            cpu("b", 1, 10.0),
+            cpu("a", 2, 33.0),
+            cpu("b", 2, 30.0),
+            cpu("a", 3, 24.0),
+            cpu("b", 3, 20.0),
+        ];
+        assert_eq!(
+            paired_note(&samples, "a ÷ b", "a", "b").as_deref(),
+            Some("a ÷ b, round by round: 1.100, 1.100, 1.200 (median of the rounds 1.100; the targets use the ratio of the medians)")
+        );
+        assert_eq!(paired_note(&samples, "x", "a", "missing"), None);
     }
 
     #[test]

@@ -93,6 +93,26 @@ pub fn section(c: &Common) -> Result<Section> {
         nginx_log / nginx,
         full_log / plain_log
     ));
+    for (what, a, b) in [
+        ("full chain ÷ plain unitgate", "unitgate-full", "unitgate"),
+        (
+            "full chain, access log on ÷ off",
+            "unitgate-full-log",
+            "unitgate-full",
+        ),
+        (
+            "plain unitgate, access log on ÷ off",
+            "unitgate-log",
+            "unitgate",
+        ),
+        (
+            "10 % split ÷ full chain",
+            "unitgate-full-split",
+            "unitgate-full",
+        ),
+    ] {
+        notes.extend(common::paired_note(&samples, what, a, b));
+    }
     notes.extend(common::access_log_notes(&started, &samples));
     let md = bench.report_markdown(&ReportParts {
         title: "unitgate bench: full feature chain".into(),

@@ -165,6 +165,17 @@ pub fn section(args: &PlainArgs) -> Result<Section> {
             ));
         }
     }
+    for (what, a, b) in [
+        ("plain unitgate ÷ floor", "unitgate", "floor"),
+        ("access log on ÷ off", "unitgate-log", "unitgate"),
+        (
+            "least_conn ÷ round robin",
+            "unitgate-least-conn",
+            "unitgate",
+        ),
+    ] {
+        notes.extend(common::paired_note(&samples, what, a, b));
+    }
     if let (Ok(lean), Ok(fl)) = (
         common::cpu_of(&rows, "lean"),
         common::cpu_of(&rows, "floor"),
