@@ -21,12 +21,24 @@ pub mod edge;
 pub mod fleet;
 pub mod otlp;
 
-/// A free port on 127.0.0.1 (bound and released; the caller binds it next).
+/// A free port on 127.0.0.1 (bound and released; the caller binds it next),
+/// never one this process was given before: the kernel may hand the port it
+/// just released to the next `bind(0)`, which once gave a gateway's admin
+/// listener the same port as its data plane.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port on 127.0.0.1")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("an ephemeral port on 127.0.0.1");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
+    panic!("no port on 127.0.0.1 this process was not given already, in 1000 tries");
 }
 
 /// An address on 127.0.0.1 where nothing listens (connections are refused).
