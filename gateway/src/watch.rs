@@ -104,6 +104,10 @@ fn start_watcher(control: Arc<ControlPlane>) -> Option<Arc<Mutex<notify::Recomme
     let spawned = std::thread::Builder::new()
         .name("config-watch".into())
         .spawn(move || {
+            // A change written after the start read the file but before the
+            // watch was in place made no event: look once now (unchanged
+            // content is a no-op).
+            let _ = control.reload_from_watch(false);
             // Ends when the watcher (the sender's owner) is dropped.
             while let Ok(mut referenced) = rx.recv() {
                 // Quiet period, extended by every event naming our files.
