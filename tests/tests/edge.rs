@@ -727,12 +727,15 @@ service = "gone"
             .expect("tcp")
     };
     let frame: &'static [u8] = b"\x00\x00\x00\x00\x05hello";
+    // A user in unit A: a request without a key gets a random slot, and one
+    // in the frozen 9990-9999 would be refused as a write (UNAVAILABLE).
+    let user: &[(&str, &str)] = &[("x-user-id", "42")];
 
     let r = edge::grpc_call(
         h2c().await,
         "grpc.test",
         "/helloworld.Greeter/SayHello",
-        &[],
+        user,
         frame,
     )
     .await
@@ -754,9 +757,15 @@ service = "gone"
     let tls = edge::connect_tls(gw.listen_tls, "grpc.test", &opts)
         .await
         .expect("tls");
-    let r = edge::grpc_call(tls, "grpc.test", "/helloworld.Greeter/SayHello", &[], frame)
-        .await
-        .expect("call over TLS");
+    let r = edge::grpc_call(
+        tls,
+        "grpc.test",
+        "/helloworld.Greeter/SayHello",
+        user,
+        frame,
+    )
+    .await
+    .expect("call over TLS");
     assert_eq!(r.grpc_status(), Some("0"));
     assert_eq!(&r.body[..], frame);
 
@@ -766,7 +775,7 @@ service = "gone"
         ("/nothing.Here/Call", "12", "no route"),
         ("/gone.Svc/Call", "14", "no instance can serve"),
     ] {
-        let r = edge::grpc_call(h2c().await, "grpc.test", path, &[], frame)
+        let r = edge::grpc_call(h2c().await, "grpc.test", path, user, frame)
             .await
             .expect("refusal");
         assert_eq!(r.status, 200, "{why}: gRPC refusals are HTTP 200");
@@ -775,11 +784,11 @@ service = "gone"
         assert_eq!(r.headers["content-type"], "application/grpc", "{why}");
         assert!(r.body.is_empty(), "{why}: trailers-only");
     }
-    let first = edge::grpc_call(h2c().await, "grpc.test", "/limited.Svc/A", &[], frame)
+    let first = edge::grpc_call(h2c().await, "grpc.test", "/limited.Svc/A", user, frame)
         .await
         .expect("first");
     assert_eq!(first.grpc_status(), Some("0"));
-    let second = edge::grpc_call(h2c().await, "grpc.test", "/limited.Svc/A", &[], frame)
+    let second = edge::grpc_call(h2c().await, "grpc.test", "/limited.Svc/A", user, frame)
         .await
         .expect("second");
     assert_eq!(
