@@ -222,6 +222,10 @@ impl Watched {
                 .unwrap_or(false),
             referenced: referenced.iter().map(|p| absolute(p)).collect(),
         };
+        // In place before a new directory is watched, so that directory's
+        // first events are judged by the files they may name.
+        self.interest.store(Arc::new(interest));
+        let interest = self.interest.load_full();
         let mut w = watcher.lock().unwrap_or_else(|p| p.into_inner());
         let mut first_error = None;
         for file in std::iter::once(&interest.config).chain(&interest.referenced) {
@@ -236,7 +240,6 @@ impl Watched {
                 }
             }
         }
-        self.interest.store(Arc::new(interest));
         first_error.map_or(Ok(()), Err)
     }
 }
