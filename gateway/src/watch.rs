@@ -224,8 +224,8 @@ impl Watched {
         };
         // In place before a new directory is watched, so that directory's
         // first events are judged by the files they may name.
-        self.interest.store(Arc::new(interest));
-        let interest = self.interest.load_full();
+        let interest = Arc::new(interest);
+        self.interest.store(interest.clone());
         let mut w = watcher.lock().unwrap_or_else(|p| p.into_inner());
         let mut first_error = None;
         for file in std::iter::once(&interest.config).chain(&interest.referenced) {

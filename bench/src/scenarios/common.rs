@@ -398,12 +398,10 @@ pub fn paired_note(samples: &[Sample], what: &str, a: &str, b: &str) -> Option<S
             .and_then(|s| s.proxy_cpu_us)
             .filter(|v| *v > 0.0)
     };
-    let mut rounds: Vec<usize> = samples.iter().map(|s| s.round).collect();
-    rounds.sort_unstable();
-    rounds.dedup();
-    let pairs: Vec<f64> = rounds
-        .into_iter()
-        .filter_map(|r| Some(cpu(a, r)? / cpu(b, r)?))
+    let pairs: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.contender == a)
+        .filter_map(|s| Some(cpu(a, s.round)? / cpu(b, s.round)?))
         .collect();
     if pairs.is_empty() {
         return None;
@@ -529,20 +527,8 @@ mod tests {
 
     fn cpu(name: &str, round: usize, us: f64) -> Sample {
         Sample {
-            contender: name.into(),
             round,
-            wrk: crate::wrk::WrkReport {
-                requests: 100,
-                elapsed_secs: 1.0,
-                rps: 100.0,
-                p50: Duration::from_micros(500),
-                p99: Duration::from_millis(2),
-                non_2xx: 0,
-                socket_errors: 0,
-                load_cpu_us: None,
-            },
-            proxy_cpu_us: Some(us),
-            backend_cpu_us: 1.0,
+            ..scenarios::tests::sample(name, 100.0, Some(us))
         }
     }
 

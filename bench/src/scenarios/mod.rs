@@ -209,7 +209,7 @@ pub fn fmt_latency(d: Duration) -> String {
 mod tests {
     use super::*;
 
-    fn sample(name: &str, rps: f64, proxy: Option<f64>) -> Sample {
+    pub(super) fn sample(name: &str, rps: f64, proxy: Option<f64>) -> Sample {
         Sample {
             contender: name.into(),
             round: 1,
